@@ -1,0 +1,54 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from billfold import __version__
+from billfold.api import health, problems
+from billfold.api.context import AppContext
+from billfold.api.middleware import RequestMiddleware
+from billfold.config import Settings
+from billfold.organizations.endpoints import router as api_keys_router
+from billfold.webhooks.endpoints import router as webhooks_router
+from billfold.worker import Worker
+
+ROUTERS = (api_keys_router, webhooks_router)
+
+
+def create_app(ctx: AppContext | None = None, *, run_worker: bool | None = None) -> FastAPI:
+    """Build the API. With no context, one is made from the environment."""
+    context = ctx or AppContext.create(Settings.from_env())
+    with_worker = context.settings.run_worker_in_server if run_worker is None else run_worker
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Worker(context).run(stop)) if with_worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+            if ctx is None:
+                await context.engine.dispose()
+
+    app = FastAPI(
+        title="Billfold",
+        version=__version__,
+        description="Real-time billing for AI and API products: holds before usage, "
+        "an append-only double-entry ledger, and everything invoices need.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = context
+    problems.install(app)
+    app.include_router(health.router)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(RequestMiddleware)
+    return app

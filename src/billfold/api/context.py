@@ -1,0 +1,33 @@
+"""What a running Billfold process holds: its engine, sessions and clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from billfold.clock import Clock, SystemClock
+from billfold.config import Settings
+from billfold.db.engine import backend_of, create_engine, session_factory
+
+
+@dataclass(slots=True)
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    clock: Clock = field(default_factory=SystemClock)
+
+    @property
+    def backend(self) -> str:
+        return backend_of(self.settings.database_url)
+
+    @classmethod
+    def create(cls, settings: Settings, clock: Clock | None = None) -> AppContext:
+        engine = create_engine(settings.database_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            clock=clock or SystemClock(),
+        )

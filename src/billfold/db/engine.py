@@ -1,0 +1,93 @@
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL.
+
+Users write plain URLs (`postgresql://user@host/db`, `sqlite:///path`); the
+drivers are our choice: psycopg 3 for PostgreSQL, aiosqlite/sqlite3 for SQLite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from billfold.errors import InvalidRequest
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+POSTGRES_POOL_SIZE = 10
+POSTGRES_POOL_OVERFLOW_MAX = 20
+
+
+def backend_of(url: str) -> str:
+    name = make_url(url).get_backend_name()
+    if name in ("postgresql", "postgres"):
+        return "postgresql"
+    if name == "sqlite":
+        return "sqlite"
+    raise InvalidRequest(f"unsupported database URL scheme: {name}", code="unsupported_database")
+
+
+def async_url(url: str) -> sa.URL:
+    parsed = make_url(url)
+    if backend_of(url) == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed.set(drivername="sqlite+aiosqlite")
+
+
+def sync_url(url: str) -> sa.URL:
+    parsed = make_url(url)
+    if backend_of(url) == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed.set(drivername="sqlite+pysqlite")
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    """WAL for concurrent readers across processes, a busy timeout instead of
+    instant `database is locked`, and `BEGIN IMMEDIATE` so a transaction takes
+    the write lock up front rather than failing to upgrade halfway."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    if backend_of(url) == "sqlite":
+        # One connection: SQLite has one writer anyway, and a single connection
+        # turns lock contention inside the process into an orderly queue.
+        engine = create_async_engine(async_url(url), pool_size=1, max_overflow=0, pool_timeout=60)
+        _configure_sqlite(engine.sync_engine)
+        return engine
+    return create_async_engine(
+        async_url(url),
+        pool_size=POSTGRES_POOL_SIZE,
+        max_overflow=POSTGRES_POOL_OVERFLOW_MAX,
+        pool_pre_ping=True,
+    )
+
+
+def create_sync_engine(url: str) -> sa.Engine:
+    engine = sa.create_engine(sync_url(url), poolclass=sa.pool.NullPool)
+    if backend_of(url) == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

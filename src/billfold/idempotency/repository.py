@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.idempotency.models import IdempotencyKey
+
+
+def _insert(dialect: str) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(IdempotencyKey)
+
+
+class IdempotencyRepository:
+    def __init__(self, session: AsyncSession, organization_id: str) -> None:
+        self.session = session
+        self.organization_id = organization_id
+
+    def _this(self, key: str) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            IdempotencyKey.organization_id == self.organization_id, IdempotencyKey.key == key
+        )
+
+    async def insert_if_absent(
+        self,
+        *,
+        key: str,
+        fingerprint: str,
+        method: str,
+        path: str,
+        now: datetime,
+        lease_until: datetime,
+    ) -> bool:
+        """True when this call created the row, i.e. holds the key."""
+        statement = (
+            _insert(self.session.bind.dialect.name)
+            .values(
+                organization_id=self.organization_id,
+                key=key,
+                request_fingerprint=fingerprint,
+                method=method,
+                path=path,
+                created_at=now,
+                locked_until=lease_until,
+            )
+            .on_conflict_do_nothing(index_elements=["organization_id", "key"])
+        )
+        result = await self.session.execute(statement)
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def get(self, key: str) -> IdempotencyKey | None:
+        return await self.session.scalar(
+            sa.select(IdempotencyKey)
+            .where(self._this(key))
+            .execution_options(populate_existing=True)
+        )
+
+    async def take_over(
+        self, key: str, stale_lease: datetime | None, lease_until: datetime
+    ) -> bool:
+        """Claim a key whose holder died, only if nobody else did first."""
+        lease_matches = (
+            IdempotencyKey.locked_until.is_(None)
+            if stale_lease is None
+            else IdempotencyKey.locked_until == stale_lease
+        )
+        result = await self.session.execute(
+            sa.update(IdempotencyKey)
+            .where(self._this(key), IdempotencyKey.completed_at.is_(None), lease_matches)
+            .values(locked_until=lease_until)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def complete(
+        self, key: str, *, status: int, body: bytes, content_type: str | None, now: datetime
+    ) -> bool:
+        result = await self.session.execute(
+            sa.update(IdempotencyKey)
+            .where(self._this(key), IdempotencyKey.completed_at.is_(None))
+            .values(
+                completed_at=now,
+                locked_until=None,
+                response_status=status,
+                response_body=body,
+                response_content_type=content_type,
+            )
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def release(self, key: str) -> None:
+        await self.session.execute(
+            sa.delete(IdempotencyKey).where(self._this(key), IdempotencyKey.completed_at.is_(None))
+        )
+
+
+async def prune_idempotency_keys(session: AsyncSession, older_than: datetime, now: datetime) -> int:
+    """Forget keys past retention; never one whose request may still be running."""
+    result = await session.execute(
+        sa.delete(IdempotencyKey).where(
+            IdempotencyKey.created_at < older_than,
+            sa.or_(
+                IdempotencyKey.completed_at.is_not(None),
+                IdempotencyKey.locked_until.is_(None),
+                IdempotencyKey.locked_until < now,
+            ),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,61 @@
+"""Background work: webhook delivery and housekeeping.
+
+Runs inside `billfold serve` and alone as `billfold worker`; several may run
+against one database, since every job claims its rows before acting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from billfold import limits
+from billfold.api.context import AppContext
+from billfold.idempotency import service as idempotency
+from billfold.webhooks.delivery import WebhookSender
+
+logger = logging.getLogger("billfold.worker")
+
+ERROR_BACKOFF_S = 5.0
+
+
+class Worker:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.sender = WebhookSender(ctx.sessions, ctx.clock)
+        self._last_housekeeping = 0.0
+
+    async def housekeeping(self) -> None:
+        async with self.ctx.sessions() as session:
+            pruned = await idempotency.prune(session, self.ctx.clock)
+            await session.commit()
+        if pruned:
+            logger.info("pruned idempotency keys", extra={"count": pruned})
+
+    async def tick(self) -> int:
+        if time.monotonic() - self._last_housekeeping >= limits.housekeeping_interval_s:
+            self._last_housekeeping = time.monotonic()
+            await self.housekeeping()
+        return await self.sender.run_once()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    busy = await self.tick() > 0
+                except Exception:
+                    logger.exception("worker tick failed; retrying")
+                    busy = False
+                    await _sleep_unless(stop, ERROR_BACKOFF_S)
+                    continue
+                if not busy:
+                    await _sleep_unless(stop, limits.webhook_poll_interval_s)
+        finally:
+            await self.sender.aclose()
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
