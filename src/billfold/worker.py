@@ -14,6 +14,7 @@ import time
 from billfold import limits
 from billfold.api.context import AppContext
 from billfold.idempotency import service as idempotency
+from billfold.wallets.service import sweep_due_wallets
 from billfold.webhooks.delivery import WebhookSender
 
 logger = logging.getLogger("billfold.worker")
@@ -38,7 +39,10 @@ class Worker:
         if time.monotonic() - self._last_housekeeping >= limits.housekeeping_interval_s:
             self._last_housekeeping = time.monotonic()
             await self.housekeeping()
-        return await self.sender.run_once()
+        # Expiry is also applied lazily whenever a wallet is touched; the sweep
+        # makes sure idle wallets release their expired holds and grants too.
+        swept = await sweep_due_wallets(self.ctx.sessions, self.ctx.clock)
+        return swept + await self.sender.run_once()
 
     async def run(self, stop: asyncio.Event) -> None:
         try:

@@ -12,12 +12,25 @@ from billfold import __version__
 from billfold.api import health, problems
 from billfold.api.context import AppContext
 from billfold.api.middleware import RequestMiddleware
+from billfold.assets.endpoints import router as assets_router
+from billfold.authorizations.endpoints import reads as authorization_reads
+from billfold.authorizations.endpoints import writes as authorization_writes
 from billfold.config import Settings
+from billfold.customers.endpoints import router as customers_router
 from billfold.organizations.endpoints import router as api_keys_router
+from billfold.wallets.endpoints import router as wallets_router
 from billfold.webhooks.endpoints import router as webhooks_router
 from billfold.worker import Worker
 
-ROUTERS = (api_keys_router, webhooks_router)
+ROUTERS = (
+    api_keys_router,
+    webhooks_router,
+    assets_router,
+    customers_router,
+    wallets_router,
+    authorization_writes,
+    authorization_reads,
+)
 
 
 def create_app(ctx: AppContext | None = None, *, run_worker: bool | None = None) -> FastAPI:

@@ -6,11 +6,11 @@ commit; this is the only place a request's transaction ends.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Request
 from fastapi.routing import APIRoute
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -20,7 +20,7 @@ from billfold.errors import BillfoldError
 from billfold.idempotency import service as idempotency
 from billfold.organizations.service import Principal, authenticate
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 def context_of(request: Request) -> AppContext:
@@ -38,12 +38,21 @@ def _stored(response: Response) -> idempotency.StoredResponse:
 
 
 class BoundaryRoute(APIRoute):
+    #: Whether this boundary claims and stores the Idempotency-Key. Routes whose
+    #: work commits elsewhere (the wallet writer) store it in that commit instead.
+    claims_idempotency_key = True
+
     def get_route_handler(self) -> Handler:
         inner = super().get_route_handler()
+        claims = self.claims_idempotency_key
 
         async def handle(request: Request) -> Response:
             ctx = context_of(request)
-            key = request.headers.get(idempotency.HEADER) if request.method == "POST" else None
+            key = (
+                request.headers.get(idempotency.HEADER)
+                if claims and request.method == "POST"
+                else None
+            )
             async with ctx.sessions() as session:
                 principal = await authenticate(session, request.headers.get("authorization"))
                 replay = None
@@ -72,6 +81,10 @@ class BoundaryRoute(APIRoute):
             return await _run(ctx, request, inner, principal, key)
 
         return handle
+
+
+class WriterRoute(BoundaryRoute):
+    claims_idempotency_key = False
 
 
 async def _run(

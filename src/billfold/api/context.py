@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billfold.clock import Clock, SystemClock
 from billfold.config import Settings
 from billfold.db.engine import backend_of, create_engine, session_factory
+
+if TYPE_CHECKING:
+    from billfold.authorizations.writer import WalletWriter
 
 
 @dataclass(slots=True)
@@ -17,6 +21,16 @@ class AppContext:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     clock: Clock = field(default_factory=SystemClock)
+    _wallet_writer: WalletWriter | None = None
+
+    @property
+    def wallet_writer(self) -> WalletWriter:
+        """One per process: the batching writer of the authorization hot path."""
+        if self._wallet_writer is None:
+            from billfold.authorizations.writer import WalletWriter
+
+            self._wallet_writer = WalletWriter(self.sessions, self.clock)
+        return self._wallet_writer
 
     @property
     def backend(self) -> str:

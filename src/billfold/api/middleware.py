@@ -11,10 +11,11 @@ import re
 import time
 import uuid
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold import limits
-from billfold.api.problems import problem_response
+from billfold.api.problems import internal_error_response, problem_response
 from billfold.observability import (
     http_request_duration_seconds,
     http_requests_total,
@@ -59,9 +60,11 @@ class RequestMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         status_holder = [500]
+        response_started = [False]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                response_started[0] = True
                 status_holder[0] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
@@ -73,7 +76,18 @@ class RequestMiddleware:
             if rejection is not None:
                 await rejection(scope, receive, send_with_id)
             else:
-                await self.app(scope, receive, send_with_id)
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except Exception:
+                    # Starlette answers unhandled errors from its outermost
+                    # middleware, whose `send` bypasses ours: answer here so the
+                    # 500 carries the request id, then let the error go on to
+                    # be logged (it sends nothing once a response started).
+                    if not response_started[0]:
+                        await internal_error_response(Request(scope))(
+                            scope, receive, send_with_id
+                        )
+                    raise
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")

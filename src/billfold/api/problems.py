@@ -159,7 +159,8 @@ def internal_error_response(request: Request) -> Response:
         500,
         "internal_error",
         "Internal error",
-        "Billfold hit an unexpected error; nothing was changed. The request id names it in our logs.",
+        "Billfold hit an unexpected error; nothing was changed. "
+        "The request id names it in our logs.",
         request_id=request_id_of(request),
     )
 

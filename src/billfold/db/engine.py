@@ -91,3 +91,15 @@ def create_sync_engine(url: str) -> sa.Engine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def dialect_of(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def upsert_insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT that supports `on_conflict_do_nothing` on the session's backend."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if dialect_of(session) == "postgresql" else sqlite
+    return module.insert(table)

@@ -1,17 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billfold.db.engine import upsert_insert
 from billfold.idempotency.models import IdempotencyKey
-
-
-def _insert(dialect: str) -> Any:
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(IdempotencyKey)
 
 
 class IdempotencyRepository:
@@ -36,7 +31,7 @@ class IdempotencyRepository:
     ) -> bool:
         """True when this call created the row, i.e. holds the key."""
         statement = (
-            _insert(self.session.bind.dialect.name)
+            upsert_insert(self.session, IdempotencyKey)
             .values(
                 organization_id=self.organization_id,
                 key=key,
@@ -47,9 +42,11 @@ class IdempotencyRepository:
                 locked_until=lease_until,
             )
             .on_conflict_do_nothing(index_elements=["organization_id", "key"])
+            # RETURNING, not rowcount: psycopg reports -1 for this INSERT.
+            .returning(IdempotencyKey.key)
         )
         result = await self.session.execute(statement)
-        return bool(getattr(result, "rowcount", 0) == 1)
+        return result.first() is not None
 
     async def get(self, key: str) -> IdempotencyKey | None:
         return await self.session.scalar(

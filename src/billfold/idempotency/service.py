@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold import limits
 from billfold.clock import Clock
 from billfold.errors import Conflict, InvalidRequest
+from billfold.idempotency.models import IdempotencyKey
 from billfold.idempotency.repository import IdempotencyRepository, prune_idempotency_keys
 
 HEADER = "Idempotency-Key"
@@ -35,7 +36,8 @@ class StoredResponse:
 def validate_key(key: str) -> str:
     if not key or len(key) > limits.idempotency_key_length_max or not key.isprintable():
         raise InvalidRequest(
-            f"An Idempotency-Key has 1 to {limits.idempotency_key_length_max} printable characters.",
+            f"An Idempotency-Key has 1 to {limits.idempotency_key_length_max} "
+            "printable characters.",
             code="invalid_idempotency_key",
             field=HEADER,
         )
@@ -88,20 +90,9 @@ async def claim(
             code="idempotency_key_in_use",
             field=HEADER,
         )
-    if existing.request_fingerprint != request_fingerprint:
-        raise Conflict(
-            "This Idempotency-Key was already used with a different request "
-            f"({existing.method} {existing.path}).",
-            code="idempotency_key_reused",
-            field=HEADER,
-        )
-    if existing.completed_at is not None:
-        assert existing.response_status is not None
-        return StoredResponse(
-            status=existing.response_status,
-            body=existing.response_body or b"",
-            content_type=existing.response_content_type,
-        )
+    stored = _replay(existing, request_fingerprint)
+    if stored is not None:
+        return stored
     lease_expired = existing.locked_until is None or existing.locked_until <= now
     if lease_expired and await repository.take_over(key, existing.locked_until, lease_until):
         return None
@@ -111,6 +102,35 @@ async def claim(
         field=HEADER,
         headers={"Retry-After": "1"},
     )
+
+
+def _replay(existing: IdempotencyKey, request_fingerprint: str) -> StoredResponse | None:
+    """The stored answer for a finished request; 409 if the key named another request."""
+    if existing.request_fingerprint != request_fingerprint:
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request "
+            f"({existing.method} {existing.path}).",
+            code="idempotency_key_reused",
+            field=HEADER,
+        )
+    if existing.completed_at is None:
+        return None
+    assert existing.response_status is not None
+    return StoredResponse(
+        status=existing.response_status,
+        body=existing.response_body or b"",
+        content_type=existing.response_content_type,
+    )
+
+
+async def peek(
+    session: AsyncSession, organization_id: str, *, key: str, request_fingerprint: str
+) -> StoredResponse | None:
+    """Read-only look for a finished request with this key (a replay's fast path)."""
+    existing = await IdempotencyRepository(session, organization_id).get(key)
+    if existing is None:
+        return None
+    return _replay(existing, request_fingerprint)
 
 
 async def complete(

@@ -19,8 +19,13 @@ class WebhookRepository:
     async def add(self, *rows: WebhookEndpoint | WebhookEvent | WebhookDelivery) -> None:
         for row in rows:
             assert row.organization_id == self.organization_id
-        self.session.add_all(rows)
-        await self.session.flush()
+        # With no relationship() between these tables the unit of work does not
+        # order INSERTs by foreign key, so parents are flushed before children.
+        for kind in (WebhookEndpoint, WebhookEvent, WebhookDelivery):
+            batch = [row for row in rows if isinstance(row, kind)]
+            if batch:
+                self.session.add_all(batch)
+                await self.session.flush()
 
     async def get_endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
         return await self.session.scalar(
@@ -86,7 +91,7 @@ class WebhookRepository:
         if starting_after is not None:
             query = query.where(WebhookDelivery.id < starting_after)
         rows = await self.session.execute(query.order_by(WebhookDelivery.id.desc()).limit(limit))
-        return [(delivery, event) for delivery, event in rows.tuples()]
+        return [(delivery, event) for delivery, event in rows]
 
     async def attempts_of(self, delivery_ids: Sequence[str]) -> list[WebhookAttempt]:
         if not delivery_ids:
@@ -133,7 +138,7 @@ class DeliveryQueueRepository:
             .order_by(WebhookDelivery.next_attempt_at)
             .limit(limit)
         )
-        if self.session.bind.dialect.name == "postgresql":
+        if self.session.get_bind().dialect.name == "postgresql":
             # Several workers may poll at once; each takes rows the others have not locked.
             due = due.with_for_update(skip_locked=True)
         ids = list(await self.session.scalars(due))
@@ -151,7 +156,7 @@ class DeliveryQueueRepository:
             .where(WebhookDelivery.id.in_(ids))
             .execution_options(populate_existing=True)
         )
-        return [(d, e, ep) for d, e, ep in rows.tuples()]
+        return [(d, e, ep) for d, e, ep in rows]
 
     async def lock_for_outcome(
         self, delivery_id: str
@@ -162,9 +167,9 @@ class DeliveryQueueRepository:
             .where(WebhookDelivery.id == delivery_id)
             .execution_options(populate_existing=True)
         )
-        if self.session.bind.dialect.name == "postgresql":
+        if self.session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
-        row = (await self.session.execute(query)).tuples().first()
+        row = (await self.session.execute(query)).first()
         return None if row is None else (row[0], row[1])
 
     async def add_attempt(self, attempt: WebhookAttempt) -> None:

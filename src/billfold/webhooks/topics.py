@@ -7,7 +7,10 @@ import re
 
 WEBHOOK_TEST = "webhook.test"
 
-KNOWN: frozenset[str] = frozenset({WEBHOOK_TEST})
+WALLET_BALANCE_LOW = "wallet.balance_low"
+WALLET_BALANCE_RECOVERED = "wallet.balance_recovered"
+
+KNOWN: frozenset[str] = frozenset({WEBHOOK_TEST, WALLET_BALANCE_LOW, WALLET_BALANCE_RECOVERED})
 
 _FAMILY_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*\.\*$")
 
@@ -23,7 +26,7 @@ def is_valid_subscription(topic: str) -> bool:
 
 def matches(subscriptions: list[str], topic: str) -> bool:
     for subscription in subscriptions:
-        if subscription == "*" or subscription == topic:
+        if subscription in ("*", topic):
             return True
         if subscription.endswith(".*") and topic.startswith(subscription[:-1]):
             return True

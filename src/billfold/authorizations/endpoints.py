@@ -1,0 +1,260 @@
+"""Authorization endpoints. The decisions happen in the wallet writer; these
+handlers validate, resolve names to ids, end their own read-only transaction
+(so no connection idles while the batch runs), and return the writer's answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from billfold.api.boundary import BoundaryRoute, WriterRoute, context_of
+from billfold.api.deps import CurrentClock, CurrentPrincipal, Session
+from billfold.api.problems import error_responses
+from billfold.assets.amounts import parse_amount
+from billfold.assets.service import get_asset
+from billfold.authorizations import service
+from billfold.authorizations.repository import AuthorizationRepository
+from billfold.authorizations.schemas import AuthorizationCreate, AuthorizationOut, CaptureBody
+from billfold.authorizations.service import (
+    Answer,
+    AuthorizeRequest,
+    IdempotencyRef,
+    ResolveRequest,
+)
+from billfold.clock import Clock
+from billfold.customers.service import resolve_customer, validate_metadata
+from billfold.errors import NotFound
+from billfold.idempotency import service as idempotency
+from billfold.organizations.service import Principal
+
+writes = APIRouter(prefix="/v1/authorizations", tags=["authorizations"], route_class=WriterRoute)
+reads = APIRouter(prefix="/v1/authorizations", tags=["authorizations"], route_class=BoundaryRoute)
+
+
+def _respond(result: Answer) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return Response(
+        content=result.body,
+        status_code=result.status,
+        media_type=result.content_type,
+        headers=headers,
+    )
+
+
+async def _idempotency_ref(request: Request) -> IdempotencyRef | None:
+    key = request.headers.get(idempotency.HEADER)
+    if key is None:
+        return None
+    idempotency.validate_key(key)
+    path = request.url.path
+    return IdempotencyRef(
+        key=key,
+        fingerprint=idempotency.fingerprint("POST", path, await request.body()),
+        method="POST",
+        path=path,
+    )
+
+
+async def _replay(
+    session: AsyncSession, principal: Principal, ref: IdempotencyRef | None
+) -> Response | None:
+    if ref is None:
+        return None
+    stored = await idempotency.peek(
+        session, principal.organization_id, key=ref.key, request_fingerprint=ref.fingerprint
+    )
+    if stored is None:
+        return None
+    return _respond(
+        Answer(stored.status, stored.body, stored.content_type or "application/json", True)
+    )
+
+
+async def _decline_without_wallet(
+    session: AsyncSession,
+    clock: Clock,
+    principal: Principal,
+    ref: IdempotencyRef | None,
+    body: AuthorizationCreate,
+    decline_code: str,
+) -> Response:
+    """A decline that needs no wallet (unknown customer or asset): answered here,
+    and stored for its key so a retry gets the same decline."""
+    result = service.answer(
+        200,
+        {
+            "id": None,
+            "object": "authorization",
+            "status": "declined",
+            "decline_code": decline_code,
+            "customer_id": None,
+            "asset": body.asset,
+            "amount": body.amount,
+            "captured_amount": "0",
+            "released_amount": "0",
+            "expires_at": None,
+            "created_at": None,
+            "resolved_at": None,
+            "metadata": body.metadata or {},
+        },
+    )
+    if ref is not None:
+        stored = await idempotency.claim(
+            session,
+            clock,
+            principal.organization_id,
+            key=ref.key,
+            method=ref.method,
+            path=ref.path,
+            request_fingerprint=ref.fingerprint,
+        )
+        if stored is not None:
+            return _respond(
+                Answer(stored.status, stored.body, stored.content_type or "application/json", True)
+            )
+        await idempotency.complete(
+            session,
+            clock,
+            principal.organization_id,
+            ref.key,
+            idempotency.StoredResponse(result.status, result.body, result.content_type),
+        )
+    return _respond(result)
+
+
+@writes.post("", response_model=AuthorizationOut, responses=error_responses(409))
+async def create_authorization(
+    body: AuthorizationCreate,
+    request: Request,
+    session: Session,
+    principal: CurrentPrincipal,
+    clock: CurrentClock,
+) -> Response:
+    """Hold an amount of the customer's wallet before the work runs.
+
+    Answers 200 with `status: "authorized"` or `status: "declined"` and a
+    `decline_code` (`insufficient_funds`, `customer_not_found`,
+    `asset_not_found`). A declined key stays declined: retry with a new key.
+    """
+    ref = await _idempotency_ref(request)
+    replay = await _replay(session, principal, ref)
+    if replay is not None:
+        return replay
+    try:
+        customer = await resolve_customer(session, principal.organization_id, body.customer_id)
+    except NotFound:
+        return await _decline_without_wallet(
+            session, clock, principal, ref, body, "customer_not_found"
+        )
+    try:
+        asset = await get_asset(session, principal.organization_id, body.asset)
+    except NotFound:
+        return await _decline_without_wallet(
+            session, clock, principal, ref, body, "asset_not_found"
+        )
+    amount_minor = parse_amount(asset, body.amount, field="amount")
+    metadata = validate_metadata(body.metadata, field="metadata")
+    # Reads are done: hand the connection back before waiting on the batch
+    # (close, unlike rollback, leaves the loaded objects readable).
+    await session.close()
+    result = await context_of(request).wallet_writer.submit(
+        AuthorizeRequest(
+            organization_id=principal.organization_id,
+            customer_id=customer.id,
+            asset=asset,
+            amount_minor=amount_minor,
+            ttl_s=body.ttl_s,
+            metadata=metadata,
+            idempotency=ref,
+        )
+    )
+    return _respond(result)
+
+
+async def _resolve(
+    request: Request,
+    session: AsyncSession,
+    principal: Principal,
+    authorization_id: str,
+    action: str,
+    amount: str | None,
+) -> Response:
+    ref = await _idempotency_ref(request) if action != "refresh" else None
+    replay = await _replay(session, principal, ref)
+    if replay is not None:
+        return replay
+    authorization = await AuthorizationRepository(session, principal.organization_id).get(
+        authorization_id
+    )
+    if authorization is None:
+        raise NotFound.of("authorization", field="id")
+    asset = await get_asset(session, principal.organization_id, authorization.asset_code)
+    amount_minor = (
+        None if amount is None else parse_amount(asset, amount, field="amount", allow_zero=True)
+    )
+    await session.close()
+    result = await context_of(request).wallet_writer.submit(
+        ResolveRequest(
+            organization_id=principal.organization_id,
+            customer_id=authorization.customer_id,
+            asset=asset,
+            authorization_id=authorization.id,
+            action=action,
+            amount_minor=amount_minor,
+            idempotency=ref,
+        )
+    )
+    return _respond(result)
+
+
+@writes.post(
+    "/{authorization_id}/capture",
+    response_model=AuthorizationOut,
+    responses=error_responses(404, 409),
+)
+async def capture_authorization(
+    authorization_id: str,
+    request: Request,
+    session: Session,
+    principal: CurrentPrincipal,
+    body: CaptureBody | None = None,
+) -> Response:
+    """Take `amount` (default: all) of the hold; the rest returns to the grants it
+    came from. Errors: `exceeds_authorized_amount` (422), `already_captured`,
+    `already_released`, `expired` (409)."""
+    return await _resolve(
+        request, session, principal, authorization_id, "capture", body.amount if body else None
+    )
+
+
+@writes.post(
+    "/{authorization_id}/release",
+    response_model=AuthorizationOut,
+    responses=error_responses(404, 409),
+)
+async def release_authorization(
+    authorization_id: str, request: Request, session: Session, principal: CurrentPrincipal
+) -> Response:
+    """Return everything held to the wallet."""
+    return await _resolve(request, session, principal, authorization_id, "release", None)
+
+
+@reads.get("/{authorization_id}", response_model=AuthorizationOut, responses=error_responses(404))
+async def get_authorization(
+    authorization_id: str,
+    request: Request,
+    session: Session,
+    principal: CurrentPrincipal,
+    clock: CurrentClock,
+) -> Response:
+    """The hold as it stands; one past its expiry is expired on the spot."""
+    authorization = await AuthorizationRepository(session, principal.organization_id).get(
+        authorization_id
+    )
+    if authorization is None:
+        raise NotFound.of("authorization", field="id")
+    if authorization.status == "authorized" and authorization.expires_at <= clock.now():
+        return await _resolve(request, session, principal, authorization_id, "refresh", None)
+    asset = await get_asset(session, principal.organization_id, authorization.asset_code)
+    return _respond(service.answer(200, service.render(authorization, asset)))

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.customers.models import Customer
+
+
+class CustomerRepository:
+    """Customers of one organization."""
+
+    def __init__(self, session: AsyncSession, organization_id: str) -> None:
+        self.session = session
+        self.organization_id = organization_id
+
+    async def insert_if_absent(self, customer: Customer) -> bool:
+        """Insert unless the external id is taken; say whether it was inserted.
+
+        `ON CONFLICT DO NOTHING` waits for a concurrent insert of the same
+        external id to commit and then does nothing, so two racing creates
+        give one row and no error.
+        """
+        assert customer.organization_id == self.organization_id
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(Customer)
+            .values(
+                id=customer.id,
+                organization_id=customer.organization_id,
+                external_id=customer.external_id,
+                name=customer.name,
+                email=customer.email,
+                metadata=customer.metadata_,
+                created_at=customer.created_at,
+            )
+            .on_conflict_do_nothing()
+            # RETURNING, not rowcount: psycopg reports -1 for this INSERT.
+            .returning(Customer.id)
+        )
+        return (await self.session.execute(statement)).first() is not None
+
+    async def get(self, customer_id: str) -> Customer | None:
+        return await self.session.scalar(
+            sa.select(Customer).where(
+                Customer.organization_id == self.organization_id, Customer.id == customer_id
+            )
+        )
+
+    async def get_by_external_id(self, external_id: str) -> Customer | None:
+        return await self.session.scalar(
+            sa.select(Customer).where(
+                Customer.organization_id == self.organization_id,
+                Customer.external_id == external_id,
+            )
+        )
+
+    async def list_page(self, limit: int, starting_after: str | None) -> list[Customer]:
+        query = sa.select(Customer).where(Customer.organization_id == self.organization_id)
+        if starting_after is not None:
+            query = query.where(Customer.id < starting_after)
+        return list(await self.session.scalars(query.order_by(Customer.id.desc()).limit(limit)))

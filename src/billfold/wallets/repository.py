@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.db.engine import dialect_of, upsert_insert
+from billfold.ledger.models import LedgerAccount
+from billfold.wallets.models import Adjustment, Grant, Wallet
+
+
+def main_account_id(organization_id: str, customer_id: str, asset_code: str) -> str:
+    digest = hashlib.sha256(f"{organization_id}|{customer_id}|{asset_code}".encode()).hexdigest()[
+        :28
+    ]
+    return f"acw_{digest}"
+
+
+class WalletRepository:
+    def __init__(self, session: AsyncSession, organization_id: str) -> None:
+        self.session = session
+        self.organization_id = organization_id
+
+    async def lock(self, customer_id: str, asset_code: str) -> Wallet | None:
+        """The wallet row, locked for this transaction (SQLite's `BEGIN IMMEDIATE`
+        already holds the database's one write lock)."""
+        query = (
+            sa.select(Wallet)
+            .where(
+                Wallet.organization_id == self.organization_id,
+                Wallet.customer_id == customer_id,
+                Wallet.asset_code == asset_code,
+            )
+            .execution_options(populate_existing=True)
+        )
+        if dialect_of(self.session) == "postgresql":
+            query = query.with_for_update()
+        return await self.session.scalar(query)
+
+    async def insert_if_absent(self, customer_id: str, asset_code: str, now: datetime) -> None:
+        account_id = main_account_id(self.organization_id, customer_id, asset_code)
+        await self.session.execute(
+            upsert_insert(self.session, LedgerAccount)
+            .values(
+                id=account_id,
+                organization_id=self.organization_id,
+                owner_id=customer_id,
+                asset_code=asset_code,
+                role="main",
+                grant_id="",
+                tracked=True,
+                floor_minor=0,
+                debits_posted_minor=0,
+                credits_posted_minor=0,
+                debits_pending_minor=0,
+                credits_pending_minor=0,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        await self.session.execute(
+            upsert_insert(self.session, Wallet)
+            .values(
+                organization_id=self.organization_id,
+                customer_id=customer_id,
+                asset_code=asset_code,
+                main_account_id=account_id,
+                credit_limit_minor=0,
+                low_balance_threshold_minor=None,
+                low_balance_state="ok",
+                sweep_due_at=None,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["organization_id", "customer_id", "asset_code"])
+        )
+
+    async def live_grants(
+        self, customer_id: str, asset_code: str
+    ) -> list[tuple[Grant, LedgerAccount]]:
+        """Grants that can still move: active ones, and lapsed ones with money still held."""
+        rows = await self.session.execute(
+            sa.select(Grant, LedgerAccount)
+            .join(LedgerAccount, LedgerAccount.id == Grant.account_id)
+            .where(
+                Grant.organization_id == self.organization_id,
+                Grant.customer_id == customer_id,
+                Grant.asset_code == asset_code,
+                sa.or_(Grant.status == "active", LedgerAccount.debits_pending_minor > 0),
+            )
+            .execution_options(populate_existing=True)
+        )
+        return [(grant, account) for grant, account in rows]
+
+    async def main_account(self, account_id: str) -> LedgerAccount:
+        account = await self.session.scalar(
+            sa.select(LedgerAccount)
+            .where(
+                LedgerAccount.organization_id == self.organization_id,
+                LedgerAccount.id == account_id,
+            )
+            .execution_options(populate_existing=True)
+        )
+        assert account is not None, "every wallet has a main account"
+        return account
+
+    async def wallets_of(self, customer_id: str) -> list[Wallet]:
+        return list(
+            await self.session.scalars(
+                sa.select(Wallet)
+                .where(
+                    Wallet.organization_id == self.organization_id,
+                    Wallet.customer_id == customer_id,
+                )
+                .order_by(Wallet.asset_code)
+            )
+        )
+
+    async def add(self, *rows: Grant | Adjustment) -> None:
+        self.session.add_all(rows)
+        await self.session.flush()
+
+    async def set_grant_status(self, grant_ids: list[str], status: str, now: datetime) -> None:
+        if grant_ids:
+            await self.session.execute(
+                sa.update(Grant)
+                .where(Grant.organization_id == self.organization_id, Grant.id.in_(grant_ids))
+                .values(status=status, expired_at=now)
+            )
+
+    @staticmethod
+    async def due(session: AsyncSession, now: datetime, limit: int) -> list[tuple[str, str, str]]:
+        """Wallets with a hold or grant to expire, across organizations (for the sweeper)."""
+        rows = await session.execute(
+            sa.select(Wallet.organization_id, Wallet.customer_id, Wallet.asset_code)
+            .where(Wallet.sweep_due_at <= now)
+            .order_by(Wallet.sweep_due_at)
+            .limit(limit)
+        )
+        return [(o, c, a) for o, c, a in rows]
