@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from billfold.api.boundary import BoundaryRoute, WriterRoute, context_of
 from billfold.api.deps import CurrentClock, CurrentPrincipal, Session
-from billfold.api.problems import error_responses
+from billfold.api.problems import error_responses, request_id_of
 from billfold.assets.amounts import parse_amount
 from billfold.assets.service import get_asset
 from billfold.authorizations import service
@@ -167,6 +167,7 @@ async def create_authorization(
             ttl_s=body.ttl_s,
             metadata=metadata,
             idempotency=ref,
+            request_id=request_id_of(request),
         )
     )
     return _respond(result)
@@ -203,6 +204,7 @@ async def _resolve(
             action=action,
             amount_minor=amount_minor,
             idempotency=ref,
+            request_id=request_id_of(request),
         )
     )
     return _respond(result)

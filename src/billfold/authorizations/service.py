@@ -38,6 +38,7 @@ class AuthorizeRequest:
     ttl_s: int
     metadata: dict[str, str]
     idempotency: IdempotencyRef | None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class ResolveRequest:
     action: str
     amount_minor: int | None
     idempotency: IdempotencyRef | None
+    request_id: str | None = None
 
 
 WalletRequest = AuthorizeRequest | ResolveRequest
@@ -89,7 +91,7 @@ def answer(status: int, body: dict[str, Any]) -> Answer:
     return Answer(status=status, body=json.dumps(body, separators=(",", ":")).encode())
 
 
-def problem_answer(error: BillfoldError) -> Answer:
+def problem_answer(error: BillfoldError, request_id: str | None) -> Answer:
     body: dict[str, Any] = {
         "type": "https://billfold.dev/problems/" + error.code,
         "title": error.title,
@@ -99,6 +101,8 @@ def problem_answer(error: BillfoldError) -> Answer:
     }
     if error.field is not None:
         body["field"] = error.field
+    if request_id is not None:
+        body["request_id"] = request_id
     return Answer(
         status=error.status,
         body=json.dumps(body, separators=(",", ":")).encode(),

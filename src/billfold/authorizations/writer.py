@@ -179,7 +179,7 @@ class WalletWriter:
                 first = requests[first_with_key[ref.key]].idempotency
                 assert first is not None
                 if first.fingerprint != ref.fingerprint:
-                    answers[index] = service.problem_answer(_reused())
+                    answers[index] = service.problem_answer(_reused(), requests[index].request_id)
                 continue
             try:
                 stored = await idempotency.claim(
@@ -192,7 +192,7 @@ class WalletWriter:
                     request_fingerprint=ref.fingerprint,
                 )
             except Conflict as conflict:
-                answers[index] = service.problem_answer(conflict)
+                answers[index] = service.problem_answer(conflict, requests[index].request_id)
                 continue
             if stored is not None:
                 answers[index] = Answer(
@@ -211,7 +211,9 @@ class WalletWriter:
         now: datetime,
     ) -> Answer:
         if authorization is None:
-            return service.problem_answer(NotFound.of("authorization", field="id"))
+            return service.problem_answer(
+                NotFound.of("authorization", field="id"), request.request_id
+            )
         if authorization.status == "authorized" and authorization.expires_at <= now:
             # The sweep normally got here first; expiry is server time either way.
             assert opened is not None, "an open hold always has its wallet"
@@ -224,7 +226,7 @@ class WalletWriter:
         try:
             service.check_resolvable(authorization, request)
         except BillfoldError as error:
-            return service.problem_answer(error)
+            return service.problem_answer(error, request.request_id)
         assert opened is not None, "an open hold always has its wallet"
         status, captured, released = service.resolve(
             opened, authorization, splits[authorization.id], request, now
