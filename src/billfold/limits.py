@@ -110,3 +110,88 @@ wallet_sweep_batch_max = 100
 
 assert authorization_ttl_default_s <= authorization_ttl_max_s
 assert authorizations_per_batch_max >= 1
+
+# Metering: events
+events_per_batch_max = 1000
+# Rows per INSERT statement when a batch is written; below both backends'
+# bind-parameter ceilings (SQLite 32,766, PostgreSQL 65,535) at 10 per row.
+events_insert_rows_per_statement_max = 1000
+# Ids per `IN (…)` lookup of stored events.
+events_lookup_ids_per_query_max = 1000
+event_id_length_max = 255
+event_type_length_max = 100
+# How far back an event's timestamp may be, by default; the deployment may set
+# another window (BILLFOLD_EVENT_BACKFILL_WINDOW_S) up to the maximum.
+event_backfill_window_default_s = 35 * 24 * 3600
+event_backfill_window_max_s = 400 * 24 * 3600
+# How far ahead of the server clock an event's timestamp may be.
+event_future_skew_max_s = 5 * 60
+# `data` as canonical JSON text.
+event_data_bytes_max = 16_384
+event_data_depth_max = 8
+event_data_key_length_max = 200
+# A number in `data`, written in plain decimal notation (sign and point included).
+event_number_length_max = 48
+event_costs_max = 50
+event_authorization_id_length_max = 64
+
+# Metering: meters and usage
+meters_per_organization_max = 1000
+meter_code_length_max = 64
+meter_name_length_max = 200
+# A dotted path into `data` ("usage.tokens.output").
+meter_path_length_max = 200
+meter_path_segments_max = event_data_depth_max
+meter_filter_keys_max = 10
+meter_filter_values_max = 100
+meter_filter_value_length_max = 200
+meter_group_by_max = 5
+usage_buckets_max = 2000
+usage_rows_max = 10_000
+
+assert events_insert_rows_per_statement_max * 10 < 32_766
+assert event_backfill_window_default_s <= event_backfill_window_max_s
+assert meter_path_segments_max <= event_data_depth_max
+assert usage_buckets_max <= usage_rows_max
+
+# Rating (pure pricing functions, billfold.rating)
+# One rated quantity (a period's total or an event's), in its meter's units:
+# 10**15 tokens with 9 decimals is a billion customers' million each.
+rating_quantity_max = 10**15
+rating_quantity_decimals_max = 9
+rating_quantity_string_length_max = 64
+# Unit prices and percentages are rates, not amounts: they may be finer than
+# the asset's scale, because rounding happens once, on the rated total.
+price_unit_amount_decimals_max = 18
+price_unit_amount_significant_digits_max = 30
+price_unit_amount_string_length_max = 64
+price_tiers_max = 100
+price_dimensions_max = 500
+price_dimension_keys_max = 10
+price_dimension_values_per_key_max = 100
+price_dimension_key_length_max = 100
+price_dimension_value_length_max = 200
+# Digits of the Decimal context rating computes in. Every rounding signal is
+# trapped there, so this must hold the largest exact intermediate.
+rating_decimal_precision = 120
+
+assert price_unit_amount_decimals_max < price_unit_amount_significant_digits_max
+assert price_unit_amount_significant_digits_max + 2 < price_unit_amount_string_length_max
+assert len(str(rating_quantity_max)) + rating_quantity_decimals_max + 2 < (
+    rating_quantity_string_length_max
+)
+# quantity × unit price (or rate / 100), summed over every tier, plus amounts
+# of any scale: integer digits + fraction digits + carries of the sum.
+assert (
+    len(str(rating_quantity_max))
+    + price_unit_amount_significant_digits_max
+    + rating_quantity_decimals_max
+    + max(price_unit_amount_decimals_max + 2, asset_scale_max)
+    + len(str(price_tiers_max))
+    + 1
+) <= rating_decimal_precision
+# A package count (quantity / smallest package) times the largest amount.
+assert (
+    len(str(rating_quantity_max)) + 2 * rating_quantity_decimals_max + len(str(amount_minor_max))
+    <= rating_decimal_precision
+)
