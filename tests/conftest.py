@@ -2,8 +2,8 @@
 fresh migrated database of its own.
 
 PostgreSQL databases are cloned from a template migrated once per run
-(`CREATE DATABASE … TEMPLATE`, ~0.1 s); SQLite files are copied from a
-migrated template file.
+(`CREATE DATABASE … TEMPLATE … STRATEGY WAL_LOG`, ~0.07 s) and dropped on
+background threads; SQLite files are copied from a migrated template file.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import itertools
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,13 +72,42 @@ def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
         _pg_admin(f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")
 
 
+class _Dropper:
+    """Drops finished test databases on background threads: DROP DATABASE
+    waits for a checkpoint (~0.5 s) that the next test need not wait for, and
+    drops running side by side share one checkpoint."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pg-drop")
+        self._drops: list[Future[None]] = []
+
+    def drop(self, name: str) -> None:
+        self._drops.append(
+            self._pool.submit(_pg_admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        failures = [str(drop.exception()) for drop in self._drops if drop.exception()]
+        assert not failures, failures
+
+
+@pytest.fixture(scope="session")
+def _pg_dropper() -> Iterator[_Dropper]:
+    dropper = _Dropper()
+    yield dropper
+    dropper.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def database_url(backend: str, templates: Templates, tmp_path: Path) -> Iterator[str]:
+def database_url(
+    backend: str, templates: Templates, tmp_path: Path, _pg_dropper: _Dropper
+) -> Iterator[str]:
     """A fresh, migrated database for this test alone."""
     if backend == "sqlite":
         assert templates.sqlite_path is not None
@@ -87,9 +117,11 @@ def database_url(backend: str, templates: Templates, tmp_path: Path) -> Iterator
         return
     assert templates.pg_name is not None
     name = f"billfold_t_{os.getpid()}_{next(_counter)}"
-    _pg_admin(f"CREATE DATABASE {name} TEMPLATE {templates.pg_name} STRATEGY FILE_COPY")
+    # WAL_LOG, not FILE_COPY: FILE_COPY forces two checkpoints per clone,
+    # ten times slower here for a template this small.
+    _pg_admin(f"CREATE DATABASE {name} TEMPLATE {templates.pg_name} STRATEGY WAL_LOG")
     yield _pg_url(name)
-    _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    _pg_dropper.drop(name)
 
 
 @pytest.fixture

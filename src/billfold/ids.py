@@ -22,7 +22,8 @@ def _encode(value: int, length: int) -> str:
 
 
 def new_id(prefix: str) -> str:
-    assert prefix.isalnum() and prefix.islower(), prefix
+    assert prefix.isalnum(), prefix
+    assert prefix.islower(), prefix
     millis = time.time_ns() // 1_000_000
     body = (millis << 80) | secrets.randbits(80)
     return f"{prefix}_{_encode(body, 26)}"

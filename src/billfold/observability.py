@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from pythonjsonlogger.json import JsonFormatter
@@ -31,20 +32,50 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s"
+_LOG_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
+# The ASGI servers' own loggers: they lose their handlers and go through ours.
+_SERVER_LOGGERS = ("_granian", "granian.access", "uvicorn", "uvicorn.error", "uvicorn.access")
+# Our own access log carries the request id; the servers' would repeat it without.
+_SERVER_ACCESS_LOGGERS = ("granian.access", "uvicorn.access")
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-        )
-    )
+    handler.setFormatter(JsonFormatter(_LOG_FORMAT, rename_fields=_LOG_RENAMES))
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in _SERVER_LOGGERS:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
-    # Our own access log carries the request id; uvicorn's would repeat it without.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name in _SERVER_ACCESS_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def logging_dict_config(level: str = "INFO") -> dict[str, Any]:
+    """`configure_logging` as a `logging.config.dictConfig` dictionary, for a
+    server that applies its own (granian, in its supervisor and each worker)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": _RequestIdFilter}},
+        "formatters": {
+            "json": {"()": JsonFormatter, "fmt": _LOG_FORMAT, "rename_fields": _LOG_RENAMES}
+        },
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "json",
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+        "loggers": {
+            name: {"handlers": [], "propagate": True}
+            | ({"level": "WARNING"} if name in _SERVER_ACCESS_LOGGERS else {})
+            for name in _SERVER_LOGGERS
+        },
+    }

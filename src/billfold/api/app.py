@@ -15,14 +15,20 @@ from billfold.api.middleware import RequestMiddleware
 from billfold.assets.endpoints import router as assets_router
 from billfold.authorizations.endpoints import reads as authorization_reads
 from billfold.authorizations.endpoints import writes as authorization_writes
+from billfold.catalog.endpoints import router as catalog_router
 from billfold.config import Settings
 from billfold.customers.endpoints import router as customers_router
+from billfold.metering.endpoints import router as metering_router
+from billfold.organizations.endpoints import issuing as api_keys_issuing
 from billfold.organizations.endpoints import router as api_keys_router
+from billfold.subscriptions.endpoints import entitlements_router
+from billfold.subscriptions.endpoints import router as subscriptions_router
 from billfold.wallets.endpoints import router as wallets_router
 from billfold.webhooks.endpoints import router as webhooks_router
 from billfold.worker import Worker
 
 ROUTERS = (
+    api_keys_issuing,
     api_keys_router,
     webhooks_router,
     assets_router,
@@ -30,6 +36,10 @@ ROUTERS = (
     wallets_router,
     authorization_writes,
     authorization_reads,
+    metering_router,
+    catalog_router,
+    subscriptions_router,
+    entitlements_router,
 )
 
 

@@ -6,16 +6,18 @@ commit; this is the only place a request's transaction ends.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request
 from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from billfold.api.context import AppContext
-from billfold.api.problems import billfold_error_response, http_error_response
+from billfold.api.problems import billfold_error_response, error_responses, http_error_response
 from billfold.errors import BillfoldError
 from billfold.idempotency import service as idempotency
 from billfold.organizations.service import Principal, authenticate
@@ -29,11 +31,18 @@ def context_of(request: Request) -> AppContext:
     return ctx
 
 
-def _stored(response: Response) -> idempotency.StoredResponse:
+def _stored(response: Response, secret_fields: tuple[str, ...] = ()) -> idempotency.StoredResponse:
+    body = bytes(response.body)
+    if secret_fields and response.status_code < 300:
+        # A secret we keep only as a hash is never kept in plain text here
+        # either: a replay says it was issued, and shows it no more.
+        document = json.loads(body)
+        for name in secret_fields:
+            if name in document:
+                document[name] = None
+        body = json.dumps(document, separators=(",", ":")).encode()
     return idempotency.StoredResponse(
-        status=response.status_code,
-        body=bytes(response.body),
-        content_type=response.headers.get("content-type"),
+        status=response.status_code, body=body, content_type=response.headers.get("content-type")
     )
 
 
@@ -41,10 +50,27 @@ class BoundaryRoute(APIRoute):
     #: Whether this boundary claims and stores the Idempotency-Key. Routes whose
     #: work commits elsewhere (the wallet writer) store it in that commit instead.
     claims_idempotency_key = True
+    #: Response fields blanked in the copy kept for replay.
+    secret_fields: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        methods: set[str] | list[str] | None = None,
+        responses: dict[int | str, dict[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if methods is not None and "POST" in {method.upper() for method in methods}:
+            # Any POST may carry an Idempotency-Key, so any POST may answer 409.
+            responses = error_responses(409) | (responses or {})
+        super().__init__(path, endpoint, methods=methods, responses=responses, **kwargs)
 
     def get_route_handler(self) -> Handler:
         inner = super().get_route_handler()
         claims = self.claims_idempotency_key
+        secret_fields = self.secret_fields
 
         async def handle(request: Request) -> Response:
             ctx = context_of(request)
@@ -53,6 +79,17 @@ class BoundaryRoute(APIRoute):
                 if claims and request.method == "POST"
                 else None
             )
+            if key is None:
+                # Nothing to claim first: authenticate in the endpoint's own
+                # transaction, one connection checkout and one commit in all.
+                own = ctx.sessions()
+                try:
+                    principal = await authenticate(own, request.headers.get("authorization"))
+                except BaseException:
+                    await own.close()
+                    raise
+                request.state.principal = principal
+                return await _run(ctx, request, inner, principal, None, own)
             async with ctx.sessions() as session:
                 principal = await authenticate(session, request.headers.get("authorization"))
                 replay = None
@@ -78,7 +115,7 @@ class BoundaryRoute(APIRoute):
                     headers={"Idempotent-Replayed": "true"}
                     | ({"content-type": replay.content_type} if replay.content_type else {}),
                 )
-            return await _run(ctx, request, inner, principal, key)
+            return await _run(ctx, request, inner, principal, key, secret_fields=secret_fields)
 
         return handle
 
@@ -87,10 +124,28 @@ class WriterRoute(BoundaryRoute):
     claims_idempotency_key = False
 
 
+class SecretIssuingRoute(BoundaryRoute):
+    """A route whose answer carries a secret Billfold keeps only as a hash (API keys).
+
+    Its answer is stored for Idempotency-Key replay with the secret set to
+    null, so no plaintext key sits in the idempotency table; a replay still
+    names what was issued, and a retry never issues a second key.
+    """
+
+    secret_fields: tuple[str, ...] = ("key",)
+
+
 async def _run(
-    ctx: AppContext, request: Request, inner: Handler, principal: Principal, key: str | None
+    ctx: AppContext,
+    request: Request,
+    inner: Handler,
+    principal: Principal,
+    key: str | None,
+    session: AsyncSession | None = None,
+    *,
+    secret_fields: tuple[str, ...] = (),
 ) -> Response:
-    session = ctx.sessions()
+    session = session or ctx.sessions()
     request.state.session = session
     try:
         try:
@@ -116,7 +171,11 @@ async def _run(
         try:
             if key is not None:
                 await idempotency.complete(
-                    session, ctx.clock, principal.organization_id, key, _stored(response)
+                    session,
+                    ctx.clock,
+                    principal.organization_id,
+                    key,
+                    _stored(response, secret_fields),
                 )
             await session.commit()
         except BaseException:

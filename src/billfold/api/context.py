@@ -29,7 +29,9 @@ class AppContext:
         if self._wallet_writer is None:
             from billfold.authorizations.writer import WalletWriter
 
-            self._wallet_writer = WalletWriter(self.sessions, self.clock)
+            self._wallet_writer = WalletWriter(
+                self.sessions, self.clock, batching=self.settings.authorization_batching
+            )
         return self._wallet_writer
 
     @property

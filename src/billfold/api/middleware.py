@@ -84,9 +84,7 @@ class RequestMiddleware:
                     # 500 carries the request id, then let the error go on to
                     # be logged (it sends nothing once a response started).
                     if not response_started[0]:
-                        await internal_error_response(Request(scope))(
-                            scope, receive, send_with_id
-                        )
+                        await internal_error_response(Request(scope))(scope, receive, send_with_id)
                     raise
         finally:
             elapsed = time.perf_counter() - started

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +50,51 @@ class IdempotencyRepository:
         result = await self.session.execute(statement)
         return result.first() is not None
 
+    async def insert_many_if_absent(
+        self,
+        keys: Sequence[tuple[str, str, str, str]],
+        *,
+        now: datetime,
+        lease_until: datetime,
+    ) -> set[str]:
+        """`insert_if_absent` for many (key, fingerprint, method, path) in one
+        statement, rows in the order given; returns the keys this call created."""
+        if not keys:
+            return set()
+        statement = (
+            upsert_insert(self.session, IdempotencyKey)
+            .values(
+                [
+                    {
+                        "organization_id": self.organization_id,
+                        "key": key,
+                        "request_fingerprint": fingerprint,
+                        "method": method,
+                        "path": path,
+                        "created_at": now,
+                        "locked_until": lease_until,
+                    }
+                    for key, fingerprint, method, path in keys
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["organization_id", "key"])
+            .returning(IdempotencyKey.key)
+        )
+        return set((await self.session.scalars(statement)).all())
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, IdempotencyKey]:
+        if not keys:
+            return {}
+        rows = await self.session.scalars(
+            sa.select(IdempotencyKey)
+            .where(
+                IdempotencyKey.organization_id == self.organization_id,
+                IdempotencyKey.key.in_(keys),
+            )
+            .execution_options(populate_existing=True)
+        )
+        return {row.key: row for row in rows}
+
     async def get(self, key: str) -> IdempotencyKey | None:
         return await self.session.scalar(
             sa.select(IdempotencyKey)
@@ -86,6 +133,37 @@ class IdempotencyRepository:
             )
         )
         return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def complete_many(
+        self, responses: Sequence[tuple[str, int, bytes, str | None]], *, now: datetime
+    ) -> int:
+        """`complete` for many (key, status, body, content type) in one round
+        trip; returns how many were completed."""
+        if not responses:
+            return 0
+        # The Core table: an ORM UPDATE with a parameter list would be a bulk
+        # update by primary key, which takes no extra WHERE.
+        table = cast(sa.Table, IdempotencyKey.__table__)
+        result = await self.session.execute(
+            sa.update(table)
+            .where(
+                table.c.organization_id == self.organization_id,
+                table.c.key == sa.bindparam("b_key"),
+                table.c.completed_at.is_(None),
+            )
+            .values(
+                completed_at=now,
+                locked_until=None,
+                response_status=sa.bindparam("b_status"),
+                response_body=sa.bindparam("b_body"),
+                response_content_type=sa.bindparam("b_content_type"),
+            ),
+            [
+                {"b_key": key, "b_status": status, "b_body": body, "b_content_type": content_type}
+                for key, status, body, content_type in responses
+            ],
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def release(self, key: str) -> None:
         await self.session.execute(

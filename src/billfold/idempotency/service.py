@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -82,7 +83,20 @@ async def claim(
         lease_until=lease_until,
     ):
         return None
-    existing = await repository.get(key)
+    return await _claim_existing(
+        repository, key, await repository.get(key), request_fingerprint, now, lease_until
+    )
+
+
+async def _claim_existing(
+    repository: IdempotencyRepository,
+    key: str,
+    existing: IdempotencyKey | None,
+    request_fingerprint: str,
+    now: datetime,
+    lease_until: datetime,
+) -> StoredResponse | None:
+    """`claim` once the key turned out to exist already."""
     if existing is None:
         # Pruned between our insert and read: the next attempt starts afresh.
         raise Conflict(
@@ -102,6 +116,48 @@ async def claim(
         field=HEADER,
         headers={"Retry-After": "1"},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    key: str
+    method: str
+    path: str
+    request_fingerprint: str
+
+
+async def claim_many(
+    session: AsyncSession, clock: Clock, organization_id: str, claims: Sequence[Claim]
+) -> list[StoredResponse | Conflict | None]:
+    """`claim` for many distinct keys: one INSERT for all, one SELECT for those
+    that exist. Each outcome is what `claim` would return (None: the key is
+    held for this request) or raise (a Conflict). Keys are inserted in the
+    order given: callers sort them, so two transactions never wait on each
+    other's keys in opposite orders."""
+    assert len({c.key for c in claims}) == len(claims), "claim_many takes distinct keys"
+    repository = IdempotencyRepository(session, organization_id)
+    now = clock.now()
+    lease_until = now + timedelta(seconds=limits.idempotency_in_flight_lease_s)
+    inserted = await repository.insert_many_if_absent(
+        [(c.key, c.request_fingerprint, c.method, c.path) for c in claims],
+        now=now,
+        lease_until=lease_until,
+    )
+    existing = await repository.get_many([c.key for c in claims if c.key not in inserted])
+    outcomes: list[StoredResponse | Conflict | None] = []
+    for c in claims:
+        if c.key in inserted:
+            outcomes.append(None)
+            continue
+        try:
+            outcomes.append(
+                await _claim_existing(
+                    repository, c.key, existing.get(c.key), c.request_fingerprint, now, lease_until
+                )
+            )
+        except Conflict as conflict:
+            outcomes.append(conflict)
+    return outcomes
 
 
 def _replay(existing: IdempotencyKey, request_fingerprint: str) -> StoredResponse | None:
@@ -148,6 +204,24 @@ async def complete(
         content_type=response.content_type,
         now=clock.now(),
     ):
+        raise Conflict(
+            "Another request completed this Idempotency-Key first.",
+            code="idempotency_key_in_use",
+            field=HEADER,
+        )
+
+
+async def complete_many(
+    session: AsyncSession,
+    clock: Clock,
+    organization_id: str,
+    responses: Sequence[tuple[str, StoredResponse]],
+) -> None:
+    """`complete` for many keys claimed in this transaction, in one round trip."""
+    completed = await IdempotencyRepository(session, organization_id).complete_many(
+        [(key, r.status, r.body, r.content_type) for key, r in responses], now=clock.now()
+    )
+    if completed != len(responses):
         raise Conflict(
             "Another request completed this Idempotency-Key first.",
             code="idempotency_key_in_use",

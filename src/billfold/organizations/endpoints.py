@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from billfold.api.boundary import BoundaryRoute
+from billfold.api.boundary import BoundaryRoute, SecretIssuingRoute
 from billfold.api.deps import CurrentClock, CurrentPrincipal, Pagination, Session
 from billfold.api.problems import error_responses
 from billfold.api.schemas import Page, page_of
@@ -10,13 +10,18 @@ from billfold.organizations import service
 from billfold.organizations.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api_keys"], route_class=BoundaryRoute)
+issuing = APIRouter(prefix="/v1/api-keys", tags=["api_keys"], route_class=SecretIssuingRoute)
 
 
-@router.post("", status_code=201, responses=error_responses(409))
+@issuing.post("", status_code=201, responses=error_responses(409))
 async def create_api_key(
     body: ApiKeyCreate, session: Session, principal: CurrentPrincipal, clock: CurrentClock
 ) -> ApiKeyCreated:
-    """Issue another key for the calling organization. The key is shown once."""
+    """Issue another key for the calling organization. The key is shown once.
+
+    Not replayable by Idempotency-Key: the answer holds the secret, which
+    Billfold keeps only as a hash. A retry issues another key; revoke spares.
+    """
     issued = await service.issue_key(session, clock, principal.organization_id, body.name)
     return ApiKeyCreated(**ApiKeyOut.model_validate(issued.api_key).model_dump(), key=issued.secret)
 

@@ -40,12 +40,16 @@ class AttemptResult:
 
 
 def retry_delay_s(attempt_count: int, rng: random.Random) -> float | None:
-    """Delay before the next attempt after `attempt_count` failures; None when out of retries."""
+    """Delay before the next attempt after `attempt_count` failures; None when out of retries.
+
+    Jitter only lengthens a delay: shortened, the whole schedule could end
+    before `webhook_failing_disable_after_s`, leaving a dead endpoint enabled.
+    """
     if attempt_count > len(limits.webhook_retry_delays_s):
         return None
     base = limits.webhook_retry_delays_s[attempt_count - 1]
     jitter = limits.webhook_retry_jitter_ratio
-    return base * rng.uniform(1 - jitter, 1 + jitter)
+    return base * rng.uniform(1, 1 + jitter)
 
 
 def _retry_after_s(response: httpx.Response) -> int | None:
@@ -66,7 +70,7 @@ class WebhookSender:
         self.http = http or httpx.AsyncClient(
             timeout=limits.webhook_timeout_s, follow_redirects=False
         )
-        self.rng = rng or random.Random()
+        self.rng = rng or random.Random()  # noqa: S311 - retry jitter, not a secret
         self._slots = asyncio.Semaphore(limits.webhook_concurrent_deliveries_max)
 
     async def aclose(self) -> None:

@@ -69,7 +69,8 @@ async def create_endpoint(
     repository = WebhookRepository(session, principal.organization_id)
     if await repository.count_endpoints() >= limits.webhook_endpoints_per_organization_max:
         raise LimitExceeded(
-            f"An organization may have at most {limits.webhook_endpoints_per_organization_max} endpoints.",
+            "An organization may have at most "
+            f"{limits.webhook_endpoints_per_organization_max} endpoints.",
             code="webhook_endpoint_limit_reached",
         )
     endpoint = WebhookEndpoint(
