@@ -195,3 +195,21 @@ assert (
     len(str(rating_quantity_max)) + 2 * rating_quantity_decimals_max + len(str(amount_minor_max))
     <= rating_decimal_precision
 )
+
+# Catalog: products, versions, prices, features
+products_per_organization_max = 10_000
+product_versions_per_product_max = 1000
+product_code_length_max = 64
+product_name_length_max = 200
+prices_per_version_max = 100
+features_per_version_max = 200
+price_code_length_max = 64
+feature_code_length_max = 64
+# Events one simulate request rates; nothing is stored, the request is bounded.
+simulate_events_max = 1000
+
+# Subscriptions (minimal: a customer on a product version)
+subscriptions_per_customer_active_max = 100
+
+assert prices_per_version_max <= 1000
+assert simulate_events_max <= events_per_batch_max

@@ -2,11 +2,14 @@
 
 from billfold.assets.models import Asset, ExchangeRate
 from billfold.authorizations.models import Authorization, AuthorizationSplit
+from billfold.catalog.models import Product, ProductVersion
 from billfold.customers.models import Customer
 from billfold.db.base import Base
 from billfold.idempotency.models import IdempotencyKey
 from billfold.ledger.models import JournalEntry, LedgerAccount, Posting
+from billfold.metering.models import Event, Meter
 from billfold.organizations.models import ApiKey, Organization
+from billfold.subscriptions.models import Subscription
 from billfold.wallets.models import Adjustment, Grant, Wallet
 from billfold.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
@@ -18,13 +21,18 @@ __all__ = [
     "AuthorizationSplit",
     "Base",
     "Customer",
+    "Event",
     "ExchangeRate",
     "Grant",
     "IdempotencyKey",
     "JournalEntry",
     "LedgerAccount",
+    "Meter",
     "Organization",
     "Posting",
+    "Product",
+    "ProductVersion",
+    "Subscription",
     "Wallet",
     "WebhookAttempt",
     "WebhookDelivery",

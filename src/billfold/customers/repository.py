@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -53,6 +55,32 @@ class CustomerRepository:
             sa.select(Customer).where(
                 Customer.organization_id == self.organization_id,
                 Customer.external_id == external_id,
+            )
+        )
+
+    async def get_many(self, customer_ids: Collection[str]) -> list[Customer]:
+        """The customers among these ids (any order); unknown ids are left out."""
+        if not customer_ids:
+            return []
+        return list(
+            await self.session.scalars(
+                sa.select(Customer).where(
+                    Customer.organization_id == self.organization_id,
+                    Customer.id.in_(sorted(customer_ids)),
+                )
+            )
+        )
+
+    async def get_many_by_external_id(self, external_ids: Collection[str]) -> list[Customer]:
+        """The customers among these external ids (any order); unknown ones are left out."""
+        if not external_ids:
+            return []
+        return list(
+            await self.session.scalars(
+                sa.select(Customer).where(
+                    Customer.organization_id == self.organization_id,
+                    Customer.external_id.in_(sorted(external_ids)),
+                )
             )
         )
 

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billfold import limits
+from billfold.db.base import Base, JSONType
+
+
+class Event(Base):
+    """A usage event, stored once per organization and client id, forever.
+
+    `data` and `costs` are written by the metering repository as canonical
+    JSON text (exact numbers); read them back with `values.loads` on the text
+    rather than through this column's JSON type, which would give floats.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (
+        # The key is the dedup guard: one row per (organization, client id),
+        # and the organization first so the table can be distributed by it.
+        sa.PrimaryKeyConstraint("organization_id", "id"),
+        # Usage queries: one customer's events of one type over a time range.
+        sa.Index("ix_events_usage", "organization_id", "customer_id", "type", "timestamp"),
+    )
+
+    organization_id: Mapped[str] = mapped_column(sa.String(40), sa.ForeignKey("organizations.id"))
+    # The client's id for the event, not one of ours.
+    id: Mapped[str] = mapped_column(sa.String(limits.event_id_length_max))
+    customer_id: Mapped[str] = mapped_column(sa.String(40))
+    type: Mapped[str] = mapped_column(sa.String(limits.event_type_length_max))
+    timestamp: Mapped[datetime]
+    data: Mapped[dict[str, Any]]
+    # sha256 of the canonical JSON of the event as the client sent it: the same
+    # id with another fingerprint is a conflict, with the same one a duplicate.
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    received_at: Mapped[datetime]
+    # Reserved for real-time settlement and vendor costs (later issues):
+    # stored as sent, acted on by nobody yet.
+    authorization_id: Mapped[str | None] = mapped_column(
+        sa.String(limits.event_authorization_id_length_max)
+    )
+    costs: Mapped[list[Any] | None] = mapped_column(JSONType)
+
+
+class Meter(Base):
+    """An aggregation over one event type's data: what a usage price counts."""
+
+    __tablename__ = "meters"
+    __table_args__ = (
+        sa.UniqueConstraint("organization_id", "code"),
+        # Lists are newest first within one organization.
+        sa.Index("ix_meters_organization_id_id", "organization_id", "id"),
+        # Ingest checks an event's numbers against the meters of its type.
+        sa.Index("ix_meters_organization_id_event_type", "organization_id", "event_type"),
+    )
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(sa.String(40), sa.ForeignKey("organizations.id"))
+    code: Mapped[str] = mapped_column(sa.String(limits.meter_code_length_max))
+    name: Mapped[str | None] = mapped_column(sa.String(limits.meter_name_length_max))
+    event_type: Mapped[str] = mapped_column(sa.String(limits.event_type_length_max))
+    # count | sum | max | min | unique_count | latest
+    aggregation: Mapped[str] = mapped_column(sa.String(16))
+    # A dotted path into `data`; None only for count.
+    field: Mapped[str | None] = mapped_column(sa.String(limits.meter_path_length_max))
+    # Dotted key -> the values (as text) an event must have there to count.
+    filters: Mapped[dict[str, Any]]
+    group_by: Mapped[list[str]] = mapped_column(sa.JSON)
+    created_at: Mapped[datetime]

@@ -1,0 +1,70 @@
+"""The seam between ingest and real-time billing.
+
+`POST /v1/events` calls `on_events_accepted` exactly once per request, inside
+the transaction that inserted the events, after the inserts and before the
+boundary commits. Today it does nothing. Real-time rating plugs in here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.clock import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """An event this request stored for the first time.
+
+    Numbers in `data` and `costs` are `int` or `Decimal`, never float.
+    """
+
+    id: str
+    customer_id: str
+    type: str
+    timestamp: datetime
+    data: dict[str, Any]
+    costs: list[Any] | None
+    authorization_id: str | None
+    received_at: datetime
+
+
+async def on_events_accepted(
+    session: AsyncSession,
+    clock: Clock,
+    organization_id: str,
+    events: Sequence[AcceptedEvent],
+) -> None:
+    """Act on the events one ingest request accepted. For now it does nothing.
+
+    This is where real-time billing plugs in: rate each event under the
+    customer's `billing: real_time` prices, debit the wallet through the
+    ledger (or settle the hold named by `authorization_id`), and queue
+    `wallet.overdrawn` on the outbox.
+
+    What a caller guarantees:
+
+    - It is called once per request, even with no events, and only with
+      events inserted by this transaction. Duplicates and rejected events
+      never appear, so an event can never be billed twice.
+    - Events come in request order. Their customers exist in `organization_id`.
+    - `session` holds the transaction that inserted them. The boundary commits
+      it after this returns, so debits and events commit or vanish together.
+
+    What an implementation must respect:
+
+    - Never commit or roll back.
+    - Never refuse an event (usage has already happened). A shortfall becomes
+      debt on the wallet, not an exception.
+    - Raise only for our own bugs. That rolls back the whole batch, and the
+      client's retry replays it.
+    - When accepted events should report their fees, return them keyed by
+      event id and merge them into the `accepted` results in
+      `metering.service.ingest`.
+    """
+    assert all(event.received_at.tzinfo is not None for event in events)

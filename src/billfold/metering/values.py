@@ -1,0 +1,250 @@
+"""Event values: exact JSON in and out, canonical text, dotted paths.
+
+Pure functions, no I/O. Numbers in event data are never floats: request JSON
+is parsed with `parse_float=Decimal`, and every number is written back in one
+canonical plain-decimal form ("0.1", "1000", "-2.5"; never "1e3" or "1.50"),
+so the stored text, the payload fingerprint and the text a filter compares
+are the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
+from typing import Any
+
+from billfold import limits
+
+__all__ = [
+    "EXACT",
+    "DataError",
+    "NonFinite",
+    "canonical_json",
+    "decimal_text",
+    "loads",
+    "numeric_value",
+    "parse_path",
+    "sanitize",
+    "storable",
+    "text_of",
+    "value_at",
+]
+
+# Arithmetic on usage values: wide enough for any sum of bounded numbers, and
+# trapping instead of rounding, so an inexact result is a bug, never a value.
+EXACT = Context(
+    prec=400, Emax=10_000, Emin=-10_000, traps=[InvalidOperation, Inexact, Rounded, Overflow]
+)
+
+# A dotted path's segment: a key of `data` a meter can address.
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A number sent as a string ("0.25") counts as that number in sums.
+_DECIMAL_STRING_RE = re.compile(r"-?[0-9]{1,40}(?:\.[0-9]{1,40})?")
+
+
+@dataclass(frozen=True, slots=True)
+class NonFinite:
+    """`NaN`, `Infinity` or `-Infinity` in request JSON: kept as a marker so
+    the one event holding it is rejected, not the whole batch."""
+
+    name: str
+
+
+class DataError(ValueError):
+    """A value that cannot be stored; `path` names it ("data.tokens")."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+def loads(body: bytes | str) -> Any:
+    """Request JSON with exact numbers: decimals as `Decimal`, integers as
+    `int`, non-finite constants as `NonFinite` markers. Raises ValueError."""
+    return json.loads(body, parse_float=Decimal, parse_constant=NonFinite)
+
+
+def decimal_text(value: Decimal | int) -> str:
+    """The canonical text of a number: plain notation, no exponent, no
+    trailing zeros after the point, no negative zero."""
+    if isinstance(value, int):
+        return str(value)
+    assert value.is_finite(), value
+    if value.is_zero():
+        return "0"
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)
+    text = "".join(map(str, digits))
+    while exponent < 0 and text.endswith("0"):
+        text = text[:-1]
+        exponent += 1
+    if exponent >= 0:
+        text = text + "0" * exponent
+    else:
+        text = text.rjust(-exponent + 1, "0")
+        text = f"{text[:exponent]}.{text[exponent:]}"
+    return ("-" if sign else "") + text
+
+
+def storable(text: str) -> bool:
+    """Whether both backends can store `text`: PostgreSQL holds no U+0000 in
+    text or jsonb, and a lone surrogate is not UTF-8."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def sanitize(value: Any, path: str, depth: int = 0) -> Any:
+    """`value` checked for storage: JSON types only, bounded depth, numbers
+    finite and of bounded length, strings storable. Decimals that hold whole
+    numbers become ints, so 1.0 and 1 are one value. Raises DataError."""
+    if depth > limits.event_data_depth_max:
+        raise DataError(f"nests deeper than {limits.event_data_depth_max} levels", path)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if not storable(value):
+            raise DataError(
+                "holds a character that cannot be stored (U+0000 or a lone surrogate)", path
+            )
+        return value
+    if isinstance(value, int | Decimal):
+        return _number(value, path)
+    if isinstance(value, NonFinite):
+        raise DataError(f"is {value.name}; numbers must be finite", path)
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not key or len(key) > limits.event_data_key_length_max or not storable(key):
+                raise DataError(
+                    f"has a key that is empty, longer than {limits.event_data_key_length_max} "
+                    "characters or not storable",
+                    path,
+                )
+            out[key] = sanitize(item, f"{path}.{key}", depth + 1)
+        return out
+    if isinstance(value, list):
+        return [sanitize(item, f"{path}.{index}", depth + 1) for index, item in enumerate(value)]
+    raise DataError("is not a JSON value", path)
+
+
+def _number(value: int | Decimal, path: str) -> int | Decimal:
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        value = int(value) if value.adjusted() < limits.event_number_length_max else value
+    text = decimal_text(value)
+    if len(text) > limits.event_number_length_max:
+        raise DataError(
+            f"is a number longer than {limits.event_number_length_max} characters "
+            "in plain notation",
+            path,
+        )
+    return value
+
+
+# The C escaper json.dumps(..., ensure_ascii=False) uses, without building
+# an encoder per call.
+_quote: Any = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    kind = type(value)
+    if kind is str:
+        out.append(_quote(value))
+    elif kind is dict:
+        out.append("{")
+        for index, key in enumerate(sorted(value)):
+            if index:
+                out.append(",")
+            out.append(_quote(key))
+            out.append(":")
+            _encode(value[key], out)
+        out.append("}")
+    elif kind is int:
+        out.append(str(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, int | Decimal):
+        out.append(decimal_text(value))
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    elif isinstance(value, str):
+        out.append(_quote(value))
+    else:
+        raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, canonical numbers: equal values, equal text."""
+    out: list[str] = []
+    _encode(value, out)
+    return "".join(out)
+
+
+def parse_path(path: str) -> tuple[str, ...] | None:
+    """The keys of a dotted path ("usage.output_tokens"), or None if it is not
+    one: 1 to 8 segments of letters, digits, "_" and "-"."""
+    if not path or len(path) > limits.meter_path_length_max:
+        return None
+    segments = tuple(path.split("."))
+    if len(segments) > limits.meter_path_segments_max:
+        return None
+    if not all(_SEGMENT_RE.fullmatch(segment) for segment in segments):
+        return None
+    return segments
+
+
+_MISSING = object()
+
+
+def value_at(data: Any, segments: tuple[str, ...]) -> Any:
+    """The value at a path of object keys, or None when any step is missing."""
+    node = data
+    for segment in segments:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(segment, _MISSING)
+        if node is _MISSING:
+            return None
+    return node
+
+
+def numeric_value(value: Any) -> Decimal | None:
+    """The number a value counts as in sum, max, min and latest: a JSON
+    number, or a string in plain decimal notation ("12.5"); anything else
+    (booleans, other strings, objects, null) counts as no value."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, str) and _DECIMAL_STRING_RE.fullmatch(value):
+        return Decimal(value)
+    return None
+
+
+def text_of(value: Any) -> str | None:
+    """The text filters and groups compare: a string as itself, a number in
+    canonical form, `true`/`false`, null as None, objects and arrays as
+    canonical JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return canonical_json(value)
