@@ -11,6 +11,11 @@ and one fsync serve many requests; when idle a batch is a single request.
 Several processes stay correct together because each batch holds the
 wallet's row lock, and the account counters are also guarded by the
 database's own conditional update (ledger/repository.py).
+
+With batching off (`BILLFOLD_AUTHORIZATION_BATCHING=0`) there is no queue:
+each request runs alone in its own transaction at once, and concurrent ones
+for a wallet wait on its row lock in the database — the naive path the
+benchmark (bench/authorizations.py) compares against.
 """
 
 from __future__ import annotations
@@ -52,15 +57,21 @@ class _Queued:
 
 
 class WalletWriter:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], clock: Clock, *, batching: bool = True
+    ) -> None:
         self.sessions = sessions
         self.clock = clock
+        self.batching = batching
         self._queues: dict[WalletKey, list[_Queued]] = {}
         # Strong references: the event loop keeps only weak ones to tasks.
         self._drains: set[asyncio.Task[None]] = set()
+        self._alone: set[asyncio.Task[list[Answer]]] = set()
 
     async def submit(self, request: WalletRequest) -> Answer:
         key = (request.organization_id, request.customer_id, request.asset.code)
+        if not self.batching:
+            return await self._run_alone(key, request)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(key)
         if queue is None:
@@ -72,6 +83,15 @@ class WalletWriter:
         # The batch runs to its commit even if this caller goes away; a retry
         # with the same Idempotency-Key then gets the stored answer.
         return await asyncio.shield(future)
+
+    async def _run_alone(self, key: WalletKey, request: WalletRequest) -> Answer:
+        """The naive path: a batch of one, in its own transaction, now."""
+        run = asyncio.create_task(self._run_batch(key, [request]))
+        self._alone.add(run)
+        run.add_done_callback(self._alone.discard)
+        # Like a batch, it runs to its commit even if the caller goes away.
+        (result,) = await asyncio.shield(run)
+        return result
 
     async def _drain(self, key: WalletKey, queue: list[_Queued]) -> None:
         try:
@@ -146,16 +166,17 @@ class WalletWriter:
                     for seq, split in enumerate(taken)
                 ],
             )
+            completed: list[tuple[str, idempotency.StoredResponse]] = []
             for key_text, index in first_with_key.items():
                 result = answers[index]
                 assert result is not None
-                await idempotency.complete(
-                    session,
-                    self.clock,
-                    organization_id,
-                    key_text,
-                    idempotency.StoredResponse(result.status, result.body, result.content_type),
+                completed.append(
+                    (
+                        key_text,
+                        idempotency.StoredResponse(result.status, result.body, result.content_type),
+                    )
                 )
+            await idempotency.complete_many(session, self.clock, organization_id, completed)
             await session.commit()
         return [_final(answers, requests, index, first_with_key) for index in range(len(requests))]
 
@@ -174,7 +195,31 @@ class WalletWriter:
         completed replays; one used for a different request is refused.
         """
         keyed = [(r.idempotency, i) for i, r in enumerate(requests) if r.idempotency is not None]
-        for ref, index in sorted(keyed, key=lambda pair: (pair[0].key, pair[1])):
+        keyed.sort(key=lambda pair: (pair[0].key, pair[1]))
+        # Every distinct key at once (one INSERT, one SELECT); a key that
+        # comes again in this batch is settled one by one below.
+        firsts: dict[str, int] = {}
+        for ref, index in keyed:
+            firsts.setdefault(ref.key, index)
+        claims = [
+            idempotency.Claim(ref.key, ref.method, ref.path, ref.fingerprint)
+            for ref, index in keyed
+            if firsts[ref.key] == index
+        ]
+        outcomes = await idempotency.claim_many(session, self.clock, organization_id, claims)
+        for claim, outcome in zip(claims, outcomes, strict=True):
+            index = firsts[claim.key]
+            if isinstance(outcome, Conflict):
+                answers[index] = service.problem_answer(outcome, requests[index].request_id)
+            elif outcome is not None:
+                answers[index] = Answer(
+                    outcome.status, outcome.body, outcome.content_type or "application/json", True
+                )
+            else:
+                first_with_key[claim.key] = index
+        for ref, index in keyed:
+            if firsts[ref.key] == index:
+                continue
             if ref.key in first_with_key:
                 first = requests[first_with_key[ref.key]].idempotency
                 assert first is not None

@@ -20,8 +20,9 @@ from sqlalchemy.ext.asyncio import (
 from billfold.errors import InvalidRequest
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Per process; with `--workers 4` that is at most 80 of PostgreSQL's default 100.
 POSTGRES_POOL_SIZE = 10
-POSTGRES_POOL_OVERFLOW_MAX = 20
+POSTGRES_POOL_OVERFLOW_MAX = 10
 
 
 def backend_of(url: str) -> str:
