@@ -167,14 +167,15 @@ def _postgres_cpu_s() -> float:
 
 
 @contextlib.contextmanager
-def running(
-    server: Server, env: dict[str, str], workers: int, cpu: int | None
+def serving(
+    command: list[str], env: dict[str, str], *, name: str, start_timeout_s: float = 30
 ) -> Iterator[tuple[int, int]]:
-    """Start `server` on a free port, wait until /healthz answers, stop it after."""
-    port = _free_port()
+    """Run `command` (which must listen on the port it names) until /healthz
+    answers; stop its whole process group after. Yields (pid, port)."""
+    port = int(command[command.index("--port") + 1])
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            _pin(cpu) + server.command(port, workers),
+            command,
             env=env,
             cwd=ROOT,
             stdout=log,
@@ -183,28 +184,45 @@ def running(
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + start_timeout_s
             while True:
                 if process.poll() is not None:
                     log.seek(0)
-                    raise SystemExit(f"{server.name} exited:\n{log.read().decode()[-3000:]}")
+                    raise SystemExit(f"{name} exited:\n{log.read().decode()[-3000:]}")
                 with contextlib.suppress(OSError):
                     url = f"http://127.0.0.1:{port}/healthz"
                     with urllib.request.urlopen(url, timeout=1) as answer:
                         if answer.status == 200:
                             break
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{server.name} did not answer /healthz within 30 s")
+                    raise SystemExit(f"{name} did not answer /healthz within {start_timeout_s:g} s")
                 time.sleep(0.1)
             yield process.pid, port
+        except BaseException:
+            log.seek(0)
+            print(f"{name} log:\n{log.read().decode()[-3000:]}", file=sys.stderr)
+            raise
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=20)
+            finally:  # even if interrupted while waiting
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # workers left behind, if any
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=20)
+
+
+@contextlib.contextmanager
+def running(
+    server: Server, env: dict[str, str], workers: int, cpu: int | None
+) -> Iterator[tuple[int, int]]:
+    """Start `server` on a free port, wait until /healthz answers, stop it after."""
+    command = _pin(cpu) + server.command(_free_port(), workers)
+    with serving(command, env, name=server.name) as started:
+        yield started
 
 
 def wrk(

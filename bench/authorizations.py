@@ -51,7 +51,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ from typing import Any
 
 import psycopg
 
-from asgi_servers import _pin, _postgres_cpu_s, _tree_cpu_s, wrk
+from asgi_servers import _free_port, _pin, _postgres_cpu_s, _tree_cpu_s, serving, wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.live's HTTP client (setup only)
@@ -157,62 +156,15 @@ def _database_url() -> str:
     return f"{base}/{DATABASE}"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(
     env: dict[str, str], *, workers: int = 1, cpu: int | None = None
 ) -> Iterator[tuple[int, int]]:
     """`billfold serve` on a free port until /healthz answers; stopped after."""
-    port = _free_port()
-    command = [*_pin(cpu), BILLFOLD, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command = [*_pin(cpu), BILLFOLD, "serve", "--host", "127.0.0.1", "--port", str(_free_port())]
     command += ["--workers", str(workers), "--no-worker"]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise SystemExit(f"billfold serve exited:\n{log.read().decode()[-3000:]}")
-                with contextlib.suppress(OSError):
-                    url = f"http://127.0.0.1:{port}/healthz"
-                    with urllib.request.urlopen(url, timeout=1) as answer:
-                        if answer.status == 200:
-                            break
-                if time.monotonic() > deadline:
-                    raise SystemExit("billfold serve did not answer /healthz within 60 s")
-                time.sleep(0.1)
-            yield process.pid, port
-        except BaseException:
-            log.seek(0)
-            print(f"server log:\n{log.read().decode()[-3000:]}", file=sys.stderr)
-            raise
-        finally:
-            try:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=20)
-            finally:  # even if interrupted while waiting
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)  # workers left behind, if any
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=20)
+    with serving(command, env, name="billfold serve", start_timeout_s=60) as started:
+        yield started
 
 
 async def _setup(port: int, api_key: str, wallets: int) -> tuple[str, list[str]]:
