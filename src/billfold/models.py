@@ -9,6 +9,7 @@ from billfold.idempotency.models import IdempotencyKey
 from billfold.ledger.models import JournalEntry, LedgerAccount, Posting
 from billfold.metering.models import Event, Meter
 from billfold.organizations.models import ApiKey, Organization
+from billfold.realtime.models import EventFee, PeriodTotal
 from billfold.subscriptions.models import Subscription
 from billfold.wallets.models import Adjustment, Grant, Wallet
 from billfold.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -22,6 +23,7 @@ __all__ = [
     "Base",
     "Customer",
     "Event",
+    "EventFee",
     "ExchangeRate",
     "Grant",
     "IdempotencyKey",
@@ -29,6 +31,7 @@ __all__ = [
     "LedgerAccount",
     "Meter",
     "Organization",
+    "PeriodTotal",
     "Posting",
     "Product",
     "ProductVersion",

@@ -25,6 +25,11 @@ class Wallet(Base):
     asset_code: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
     main_account_id: Mapped[str] = mapped_column(sa.String(40), sa.ForeignKey("ledger_accounts.id"))
     credit_limit_minor: Mapped[int] = mapped_column(sa.BigInteger)
+    #: What usage took beyond the floor: a receivable the next paid top-up
+    #: repays first. Opened on the first shortfall.
+    debt_account_id: Mapped[str | None] = mapped_column(
+        sa.String(40), sa.ForeignKey("ledger_accounts.id")
+    )
     low_balance_threshold_minor: Mapped[int | None] = mapped_column(sa.BigInteger)
     #: ok | low — so `wallet.balance_low` fires once per crossing, not per debit.
     low_balance_state: Mapped[str] = mapped_column(sa.String(8))
