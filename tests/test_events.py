@@ -101,9 +101,9 @@ class TestAccepted:
         assert response.headers["content-type"] == "application/json"
         assert response.json() == {
             "results": [
-                {"id": "e1", "status": "accepted"},
-                {"id": "e2", "status": "accepted"},
-                {"id": "e3", "status": "accepted"},
+                {"id": "e1", "status": "accepted", "fees": []},
+                {"id": "e2", "status": "accepted", "fees": []},
+                {"id": "e3", "status": "accepted", "fees": []},
             ],
             "summary": {"accepted": 3, "duplicate": 0, "rejected": 0},
         }
@@ -129,7 +129,7 @@ class TestAccepted:
         response = await client.post(
             "/v1/events", content=body, headers={"content-type": "application/json"}
         )
-        assert response.json()["results"] == [{"id": "n1", "status": "accepted"}]
+        assert response.json()["results"] == [{"id": "n1", "status": "accepted", "fees": []}]
         text = (await stored_events(ctx, tenant.organization_id))["n1"]["data_text"]
         data = json.loads(text, parse_float=Decimal)
         assert data == {
@@ -144,14 +144,23 @@ class TestAccepted:
     async def test_costs_and_authorization_id_are_kept_for_later(
         self, client: httpx.AsyncClient, ctx: AppContext, clock: FrozenClock, tenant: Tenant
     ) -> None:
-        await create_customer(client, "u1")
+        customer = await create_customer(client, "u1")
+        grant = await client.post(
+            f"/v1/customers/{customer}/grants",
+            json={"asset": "USD", "amount": "1.00", "purpose": "paid"},
+        )
+        assert grant.status_code == 201, grant.text
+        hold = await client.post(
+            "/v1/authorizations", json={"customer_id": customer, "asset": "USD", "amount": "0.50"}
+        )
+        hold_id = hold.json()["id"]
         payload = event("c1", clock.now()) | {
             "costs": [{"vendor": "openai", "amount": "0.0021", "asset": "USD"}],
-            "authorization_id": "auth_123",
+            "authorization_id": hold_id,
         }
         assert (await ingest(client, payload))[0]["status"] == "accepted"
         row = await _row(ctx, tenant.organization_id, "c1")
-        assert row["authorization_id"] == "auth_123"
+        assert row["authorization_id"] == hold_id
         costs = row["costs"] if isinstance(row["costs"], list) else json.loads(row["costs"])
         assert costs == [{"amount": "0.0021", "asset": "USD", "vendor": "openai"}]
 
@@ -214,7 +223,7 @@ class TestDuplicates:
         headers = {"content-type": "application/json"}
         first = await client.post("/v1/events", content=body, headers=headers)
         again = await client.post("/v1/events", content=respelt, headers=headers)
-        assert first.json()["results"] == [{"id": "e1", "status": "accepted"}]
+        assert first.json()["results"] == [{"id": "e1", "status": "accepted", "fees": []}]
         assert again.json()["results"] == [{"id": "e1", "status": "duplicate"}]
 
     async def test_a_duplicate_is_recognised_after_its_window_closed(
@@ -548,7 +557,7 @@ class TestMalformedEvents:
             else:
                 assert str(result["field"]).startswith("data."), result
             assert result["detail"], result
-        assert results[-1] == {"id": "good", "status": "accepted"}
+        assert results[-1] == {"id": "good", "status": "accepted", "fees": []}
         assert await count_rows(ctx, "events") == 1
 
     @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
@@ -568,7 +577,7 @@ class TestMalformedEvents:
         results = response.json()["results"]
         assert results[0]["code"] == "invalid_data"
         assert results[0]["field"] == "data.tokens"
-        assert results[1] == {"id": "ok", "status": "accepted"}
+        assert results[1] == {"id": "ok", "status": "accepted", "fees": []}
 
     async def test_a_lone_surrogate_is_invalid_data(
         self, client: httpx.AsyncClient, clock: FrozenClock, customer_id: str
@@ -761,9 +770,10 @@ class TestRealTimeSeam:
 
         async def record(
             session: Any, clock: Clock, organization_id: str, events: Sequence[AcceptedEvent]
-        ) -> None:
+        ) -> dict[str, dict[str, Any]]:
             assert session.in_transaction()
             recorded.append(list(events))
+            return {}
 
         monkeypatch.setattr(service, "on_events_accepted", record)
         return recorded
@@ -784,7 +794,7 @@ class TestRealTimeSeam:
             f'{{"id": "e1", "customer_external_id": "u1", "type": "llm.completion", '
             f'"timestamp": "{iso(now)}", "data": {{"tokens": 1}}}}, '
             f'{{"id": "e3", "customer_id": "{customer_id}", "type": "t", '
-            f'"timestamp": "{iso(now)}", "authorization_id": "auth_9"}}, '
+            f'"timestamp": "{iso(now)}", "data": {{"unknown": true}}}}, '
             f'{{"id": "e4", "customer_external_id": "nobody", "type": "t", '
             f'"timestamp": "{iso(now)}"}}]}}'
         )
@@ -796,7 +806,7 @@ class TestRealTimeSeam:
         assert isinstance(e2.data["cost"], Decimal)
         assert e2.customer_id == customer_id
         assert e2.received_at == now
-        assert e3.authorization_id == "auth_9"
+        assert e3.data == {"unknown": True}
 
     async def test_a_failing_seam_leaves_no_event_behind(
         self,

@@ -107,6 +107,9 @@ authorization_metadata_keys_max = 50
 grant_priority_max = 1000
 adjustment_description_length_max = 500
 wallet_sweep_batch_max = 100
+# How far usage may run a wallet into debt. Usage is never refused, so only a
+# bug or an absurd price gets here; the batch then fails and is retried.
+wallet_debt_minor_max = amount_minor_max
 
 assert authorization_ttl_default_s <= authorization_ttl_max_s
 assert authorizations_per_batch_max >= 1

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from billfold.api.boundary import BoundaryRoute, WriterRoute, context_of
 from billfold.api.deps import CurrentClock, CurrentPrincipal, Session
 from billfold.api.problems import error_responses, request_id_of
-from billfold.assets.amounts import parse_amount
+from billfold.assets.amounts import AssetInfo, parse_amount
 from billfold.assets.service import get_asset
 from billfold.authorizations import service
 from billfold.authorizations.repository import AuthorizationRepository
@@ -24,9 +24,11 @@ from billfold.authorizations.service import (
 )
 from billfold.clock import Clock
 from billfold.customers.service import resolve_customer, validate_metadata
-from billfold.errors import BillfoldError, NotFound
+from billfold.errors import BillfoldError, InvalidRequest, NotFound
 from billfold.idempotency import service as idempotency
+from billfold.metering import values
 from billfold.organizations.service import Principal
+from billfold.realtime.service import estimate_event
 
 writes = APIRouter(prefix="/v1/authorizations", tags=["authorizations"], route_class=WriterRoute)
 reads = APIRouter(prefix="/v1/authorizations", tags=["authorizations"], route_class=BoundaryRoute)
@@ -103,7 +105,7 @@ async def _decline_without_wallet(
             "decline_code": decline_code,
             "customer_id": None,
             "asset": body.asset,
-            "amount": body.amount,
+            "amount": body.amount or "0",
             "captured_amount": "0",
             "released_amount": "0",
             "expires_at": None,
@@ -146,6 +148,11 @@ async def create_authorization(
 ) -> Response:
     """Hold an amount of the customer's wallet before the work runs.
 
+    Give `asset` and `amount`, or an `estimate` (`{event_type, data}`): the
+    hold is then that event's fee under the customer's current real-time
+    prices, rated against the period's running totals (422
+    `estimate_not_priced` when no real-time price counts such an event).
+
     Answers 200 with `status: "authorized"` or `status: "declined"` and a
     `decline_code` (`insufficient_funds`, `customer_not_found`,
     `asset_not_found`). A declined key stays declined: retry with a new key.
@@ -160,13 +167,22 @@ async def create_authorization(
             session, clock, principal, ref, body, "customer_not_found"
         )
     try:
-        asset = await get_asset(session, principal.organization_id, body.asset)
+        asset = (
+            None
+            if body.asset is None
+            else await get_asset(session, principal.organization_id, body.asset)
+        )
     except NotFound:
         return await _decline_without_wallet(
             session, clock, principal, ref, body, "asset_not_found"
         )
     try:
-        amount_minor = parse_amount(asset, body.amount, field="amount")
+        if body.estimate is None:
+            asset, amount_minor = _plain_amount(asset, body)
+        else:
+            asset, amount_minor = await _estimated_amount(
+                session, clock, principal, customer.id, asset, body, await request.body()
+            )
         metadata = validate_metadata(body.metadata, field="metadata")
     except BillfoldError:
         # A key that holds an earlier, different request answers 409
@@ -189,6 +205,68 @@ async def create_authorization(
         )
     )
     return _respond(result)
+
+
+def _plain_amount(asset: AssetInfo | None, body: AuthorizationCreate) -> tuple[AssetInfo, int]:
+    if body.amount is None:
+        raise InvalidRequest(
+            "Give the `amount` to hold, or an `estimate`.", code="invalid_amount", field="amount"
+        )
+    if asset is None:
+        raise InvalidRequest("Give the `asset` of the amount.", code="invalid_asset", field="asset")
+    return asset, parse_amount(asset, body.amount, field="amount")
+
+
+async def _estimated_amount(
+    session: AsyncSession,
+    clock: Clock,
+    principal: Principal,
+    customer_id: str,
+    asset: AssetInfo | None,
+    body: AuthorizationCreate,
+    raw: bytes,
+) -> tuple[AssetInfo, int]:
+    if body.amount is not None:
+        raise InvalidRequest(
+            "Give `amount` or `estimate`, not both.", code="invalid_estimate", field="amount"
+        )
+    assert body.estimate is not None
+    # Pydantic read the numbers as floats; rating takes the exact ones.
+    try:
+        data = values.sanitize(values.loads(raw)["estimate"].get("data") or {}, "estimate.data")
+    except values.DataError as error:
+        raise InvalidRequest(
+            f"{error.path} {error.message}.", code="invalid_data", field=error.path
+        ) from None
+    estimate = await estimate_event(
+        session, principal.organization_id, customer_id, body.estimate.event_type, data, clock.now()
+    )
+    if not estimate.priced:
+        raise InvalidRequest(
+            "No real-time price of this customer counts such an event, so there is nothing "
+            "to estimate. Hold a plain `amount` instead.",
+            code="estimate_not_priced",
+            field="estimate.event_type",
+            status=422,
+        )
+    if asset is None:
+        if len(estimate.fees) > 1:
+            raise InvalidRequest(
+                "This event is priced in several assets "
+                f"({', '.join(sorted(estimate.fees))}); give the `asset` to hold.",
+                code="estimate_asset_ambiguous",
+                field="asset",
+                status=422,
+            )
+        return next(iter(estimate.fees.values()))
+    if asset.code not in estimate.fees:
+        raise InvalidRequest(
+            f"No real-time price of this customer charges such an event in {asset.code}.",
+            code="estimate_not_priced",
+            field="asset",
+            status=422,
+        )
+    return estimate.fees[asset.code]
 
 
 async def _resolve(

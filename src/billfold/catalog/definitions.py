@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold import limits
 from billfold.assets import AssetInfo, format_amount, get_asset, parse_amount
 from billfold.errors import InvalidRequest, NotFound
+from billfold.metering.models import Meter
 from billfold.metering.repository import MeterRepository
 from billfold.rating import RATING_FIELDS, Price, Volume, decimal_text, dump_price, parse_price
 
@@ -108,17 +109,21 @@ class MeterLookup:
 
     def __init__(self, session: AsyncSession, organization_id: str) -> None:
         self._repository = MeterRepository(session, organization_id)
-        self._known: dict[str, bool] = {}
+        self._known: dict[str, Meter | None] = {}
 
     async def require(self, value: object, *, field: str) -> str:
+        return (await self.get(value, field=field)).code
+
+    async def get(self, value: object, *, field: str) -> Meter:
         code = validate_code(
             value, field=field, code="invalid_meter_code", length_max=limits.meter_code_length_max
         )
         if code not in self._known:
-            self._known[code] = await self._repository.get_by_code(code) is not None
-        if not self._known[code]:
+            self._known[code] = await self._repository.get_by_code(code)
+        meter = self._known[code]
+        if meter is None:
             raise NotFound.of("meter", field=field)
-        return code
+        return meter
 
 
 class AssetLookup:
@@ -153,7 +158,15 @@ async def _usage(
         )
     if raw.get("meter") is None:
         raise _fail("invalid_price", f"{at}.meter", "A usage price names the meter it rates.")
-    meter = await meters.require(raw["meter"], field=f"{at}.meter")
+    meter = await meters.get(raw["meter"], field=f"{at}.meter")
+    if billing == "real_time" and meter.aggregation not in ("count", "sum", "max"):
+        raise _fail(
+            "real_time_aggregation_unsupported",
+            f"{at}.billing",
+            f"Meter {meter.code} aggregates by {meter.aggregation}, which a running total "
+            "cannot follow event by event; real-time prices take count, sum or max meters. "
+            "Bill it in_arrears.",
+        )
     price = parse_price(raw, asset=asset, field=at)
     if billing == "real_time" and isinstance(price.model, Volume):
         raise _fail(
@@ -165,7 +178,7 @@ async def _usage(
     return {
         "code": raw["code"],
         "type": "usage",
-        "meter": meter,
+        "meter": meter.code,
         "asset": asset.code,
         "billing": billing,
         **dump_price(price, asset=asset),

@@ -6,7 +6,8 @@
 3. No pending counter is negative, no tracked account is below its floor.
 4. Holds: an authorized hold's splits sum to its amount and are what its
    accounts have pending; a resolved hold split into captured + released;
-   every hold has one hold entry and at most one resolution; declines none.
+   every hold has one hold entry and at most one resolution; declines and
+   holds of nothing none.
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ async def verify(session: AsyncSession, organization_id: str | None = None) -> R
         if status == "declined":
             if history or split_total:
                 return report(f"declined authorization {hold_id} moved money")
+            continue
+        if amount == 0:
+            # A hold of nothing (an estimate that rated to zero) writes no entry.
+            if history or split_total or captured or released:
+                return report(f"authorization {hold_id} of nothing moved money")
             continue
         if history[:1] != ["hold"] or history.count("hold") != 1:
             return report(f"authorization {hold_id} lacks its one hold entry: {history}")

@@ -122,6 +122,8 @@ async def ingest_events(
             item["code"] = result.code
             item["field"] = result.field
             item["detail"] = result.detail
+        if result.extra:
+            item.update(result.extra)
         results.append(item)
     body = json.dumps({"results": results, "summary": counts}, separators=(",", ":"))
     return Response(content=body, media_type="application/json")

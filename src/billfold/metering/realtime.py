@@ -39,20 +39,21 @@ async def on_events_accepted(
     clock: Clock,
     organization_id: str,
     events: Sequence[AcceptedEvent],
-) -> None:
-    """Act on the events one ingest request accepted. For now it does nothing.
+) -> dict[str, dict[str, Any]]:
+    """Act on the events one ingest request accepted: bill them in real time.
 
-    This is where real-time billing plugs in: rate each event under the
-    customer's `billing: real_time` prices, debit the wallet through the
-    ledger (or settle the hold named by `authorization_id`), and queue
-    `wallet.overdrawn` on the outbox.
+    Each event is rated under the customer's `billing: real_time` prices and
+    debited from the wallet through the ledger (or settles the hold named by
+    `authorization_id`); see `billfold.realtime.service`. Returns what each
+    accepted event's answer adds (`fees`), keyed by event id.
 
     What a caller guarantees:
 
     - It is called once per request, even with no events, and only with
       events inserted by this transaction. Duplicates and rejected events
       never appear, so an event can never be billed twice.
-    - Events come in request order. Their customers exist in `organization_id`.
+    - Events come in request order. Their customers exist in `organization_id`,
+      and a named `authorization_id` is one of that customer's holds.
     - `session` holds the transaction that inserted them. The boundary commits
       it after this returns, so debits and events commit or vanish together.
 
@@ -63,8 +64,11 @@ async def on_events_accepted(
       debt on the wallet, not an exception.
     - Raise only for our own bugs. That rolls back the whole batch, and the
       client's retry replays it.
-    - When accepted events should report their fees, return them keyed by
-      event id and merge them into the `accepted` results in
-      `metering.service.ingest`.
     """
     assert all(event.received_at.tzinfo is not None for event in events)
+    # Imported here: real-time billing reaches wallets and the catalog, which
+    # import metering themselves.
+    from billfold.realtime.service import bill_events
+
+    fees = await bill_events(session, clock, organization_id, events)
+    return {event_id: {"fees": event_fees} for event_id, event_fees in fees.items()}

@@ -28,6 +28,7 @@ computes them exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import unicodedata
@@ -41,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold import limits
 from billfold.assets.service import parse_instant
+from billfold.authorizations.repository import AuthorizationRepository
 from billfold.clock import Clock
 from billfold.customers.service import (
     EXTERNAL_REF_PREFIX,
@@ -80,6 +82,8 @@ class EventResult:
     code: str | None = None
     field: str | None = None
     detail: str | None = None
+    #: What billing adds to an accepted event's answer (`fees`).
+    extra: dict[str, Any] | None = None
 
 
 def _rejected(event_id: str | None, code: str, detail: str, field: str | None) -> EventResult:
@@ -292,7 +296,13 @@ async def ingest(
         )
         for candidate in accepted
     ]
-    await on_events_accepted(session, clock, organization_id, events)
+    extras = await on_events_accepted(session, clock, organization_id, events)
+    for candidate in accepted:
+        extra = extras.get(candidate.id)
+        if extra:
+            current = results[candidate.index]
+            assert current is not None
+            results[candidate.index] = dataclasses.replace(current, extra=extra)
     final = [result for result in results if result is not None]
     assert len(final) == len(raw_events), "every event is answered"
     return IngestOutcome(final, events)
@@ -363,8 +373,22 @@ async def _decide_refusals(
         {candidate.type for candidate in candidates}
     ):
         meters_by_type.setdefault(meter.event_type, []).append(meter)
+    named = await AuthorizationRepository(session, organization_id).get_many(
+        sorted({c.authorization_id for c in candidates if c.authorization_id is not None})
+    )
     for candidate in candidates:
-        if not earliest <= candidate.timestamp <= latest:
+        hold = named.get(candidate.authorization_id or "")
+        if candidate.authorization_id is not None and (
+            hold is None or hold.customer_id != candidate.customer_id
+        ):
+            # Another customer's hold is not found, exactly like a missing one.
+            candidate.refusal = _rejected(
+                candidate.id,
+                "authorization_not_found",
+                "No such authorization for this event's customer.",
+                "authorization_id",
+            )
+        elif not earliest <= candidate.timestamp <= latest:
             candidate.refusal = _rejected(
                 candidate.id,
                 "timestamp_out_of_range",

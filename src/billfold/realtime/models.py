@@ -20,7 +20,9 @@ class EventFee(Base):
     __tablename__ = "event_fees"
     __table_args__ = (
         sa.Index("ix_event_fees_customer", "organization_id", "customer_id", "event_timestamp"),
-        sa.Index("ix_event_fees_subscription", "organization_id", "subscription_id", "period_start"),
+        sa.Index(
+            "ix_event_fees_subscription", "organization_id", "subscription_id", "period_start"
+        ),
         sa.Index("ix_event_fees_event", "organization_id", "event_id"),
     )
 

@@ -74,9 +74,7 @@ def period_containing(
     if anchor == "calendar":
         origin = _calendar_origin(start_at, interval)
         if origin == start_at:
-            return period_containing(
-                start_at, at, interval=interval, interval_count=interval_count
-            )
+            return period_containing(start_at, at, interval=interval, interval_count=interval_count)
         first_end = _step(origin, interval, interval_count, 1, 1)
         if at < first_end:
             return start_at, first_end

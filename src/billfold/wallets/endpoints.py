@@ -54,6 +54,7 @@ def _balance_out(view: service.BalanceView) -> BalanceOut:
         held=format_amount(asset, view.held_minor),
         posted=format_amount(asset, view.posted_minor),
         credit_limit=format_amount(asset, wallet.credit_limit_minor),
+        debt=format_amount(asset, view.debt_minor),
         low_balance_threshold=None if threshold is None else format_amount(asset, threshold),
         grants=[_grant_out(grant, account, asset) for grant, account in view.grants],
     )

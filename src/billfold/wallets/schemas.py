@@ -86,6 +86,10 @@ class BalanceOut(BaseModel):
     held: str
     posted: str
     credit_limit: str
+    debt: str = Field(
+        description="Usage beyond the funds and credit limit, unpaid; the next paid "
+        "top-up repays it first"
+    )
     low_balance_threshold: str | None
     grants: list[GrantOut]
 

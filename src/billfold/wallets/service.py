@@ -29,7 +29,7 @@ from billfold.ledger.repository import LedgerRepository, state_of
 from billfold.organizations.service import Principal
 from billfold.wallets.models import Adjustment, Grant, Wallet
 from billfold.wallets.repository import WalletRepository
-from billfold.wallets.state import GrantState, WalletState
+from billfold.wallets.state import Charge, GrantState, WalletState
 from billfold.webhooks import service as webhooks
 from billfold.webhooks import topics
 
@@ -42,6 +42,8 @@ class OpenWallet:
     #: Expiries this transaction added (new holds and grants).
     new_expiries: list[datetime] = field(default_factory=list)
     expired_holds: list[Authorization] = field(default_factory=list)
+    #: Debt this transaction's usage added (for `wallet.overdrawn`).
+    shortfall_minor: int = 0
 
 
 async def _load_state(session: AsyncSession, wallet: Wallet) -> WalletState:
@@ -60,13 +62,16 @@ async def _load_state(session: AsyncSession, wallet: Wallet) -> WalletState:
         )
         for grant, account in await repository.live_grants(wallet.customer_id, wallet.asset_code)
     ]
-    return WalletState(
+    state = WalletState(
         organization_id=wallet.organization_id,
         customer_id=wallet.customer_id,
         asset_code=wallet.asset_code,
         main=state_of(main),
         grants=grants,
     )
+    if wallet.debt_account_id is not None:
+        state.attach_debt(state_of(await repository.main_account(wallet.debt_account_id)))
+    return state
 
 
 async def open_wallet(
@@ -124,7 +129,50 @@ async def close_wallet(session: AsyncSession, clock: Clock, opened: OpenWallet) 
         if wallet.sweep_due_at is None or earliest < wallet.sweep_due_at:
             wallet.sweep_due_at = earliest
     await _check_low_balance(session, clock, opened)
+    if opened.shortfall_minor > 0:
+        asset = await get_asset(session, wallet.organization_id, wallet.asset_code)
+        await webhooks.emit(
+            session,
+            clock,
+            wallet.organization_id,
+            topics.WALLET_OVERDRAWN,
+            {
+                "customer_id": wallet.customer_id,
+                "asset": wallet.asset_code,
+                "shortfall": format_amount(asset, opened.shortfall_minor),
+                "debt": format_amount(asset, state.debt_minor()),
+            },
+        )
+        opened.shortfall_minor = 0
     await session.flush()
+
+
+async def charge_usage(
+    session: AsyncSession,
+    opened: OpenWallet,
+    reference_id: str | None,
+    amount_minor: int,
+    kind: str,
+    **details: object,
+) -> Charge:
+    """Debit usage that already happened. What the balances cannot cover
+    becomes debt on the wallet's debt account, opened on first need."""
+    state = opened.state
+    if state.debt is None and state.available_minor(opened.now) < amount_minor:
+        account = await LedgerRepository(session, state.organization_id).add_tracked_account(
+            account_id=new_id("acd"),
+            owner_id=state.customer_id,
+            asset_code=state.asset_code,
+            role="debt",
+            grant_id="",
+            floor_minor=-limits.wallet_debt_minor_max,
+            now=opened.now,
+        )
+        state.attach_debt(account)
+        opened.wallet.debt_account_id = account.id
+    charge = state.charge(reference_id, amount_minor, opened.now, kind, **details)
+    opened.shortfall_minor += charge.shortfall_minor
+    return charge
 
 
 async def _check_low_balance(session: AsyncSession, clock: Clock, opened: OpenWallet) -> None:
@@ -167,6 +215,7 @@ class BalanceView:
     available_minor: int
     held_minor: int
     posted_minor: int
+    debt_minor: int
     grants: list[tuple[Grant, AccountState]]
 
 
@@ -278,6 +327,8 @@ async def create_grant(
         paid=paid,
         **details,
     )
+    if purpose == "paid":
+        opened.state.repay_debt(account, now, grant_id)
     if expires_at is not None:
         opened.new_expiries.append(expires_at)
     await close_wallet(session, clock, opened)
@@ -314,6 +365,8 @@ async def adjust(
             field="amount",
             status=422,
         )
+    if amount_minor > 0:
+        opened.state.repay_debt(opened.state.main, now, adjustment_id)
     await close_wallet(session, clock, opened)
     adjustment = Adjustment(
         id=adjustment_id,
@@ -386,6 +439,7 @@ async def _view(session: AsyncSession, opened: OpenWallet, asset: AssetInfo) -> 
         available_minor=state.available_minor(opened.now),
         held_minor=state.held_minor(),
         posted_minor=state.posted_minor(),
+        debt_minor=state.debt_minor(),
         grants=grants,
     )
 

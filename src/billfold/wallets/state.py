@@ -57,11 +57,21 @@ class Split:
 
 
 @dataclass(frozen=True, slots=True)
+class Charge:
+    entry: Entry
+    #: What the wallet's balances covered, and what became debt.
+    covered_minor: int
+    shortfall_minor: int
+
+
+@dataclass(frozen=True, slots=True)
 class Settlement:
     captured_minor: int
     released_minor: int
     #: Of the released amount, what went to breakage because its grant had expired.
     broken_minor: int
+    #: The entry that settled it; None for a hold of nothing.
+    entry_id: str | None
 
 
 class WalletState:
@@ -81,6 +91,13 @@ class WalletState:
         self.grants = {grant.id: grant for grant in grants}
         self.book = Book([main, *(grant.account for grant in grants)])
         self.expired_grant_ids: list[str] = []
+        #: The receivable usage ran up beyond the floor; None until the first shortfall.
+        self.debt: AccountState | None = None
+
+    def attach_debt(self, account: AccountState) -> None:
+        require(self.debt is None, "a wallet has one debt account")
+        self.debt = account
+        self.book.add_account(account)
 
     def system(self, role: str) -> str:
         return system_account_id(self.organization_id, self.asset_code, role)
@@ -105,6 +122,10 @@ class WalletState:
     def posted_minor(self) -> int:
         return self.main.posted_minor + sum(g.account.posted_minor for g in self.grants.values())
 
+    def debt_minor(self) -> int:
+        """What usage took beyond the wallet's funds and limit, still unpaid."""
+        return 0 if self.debt is None else -self.debt.posted_minor
+
     # Writing
 
     def _entry(
@@ -125,6 +146,12 @@ class WalletState:
 
     def plan(self, amount_minor: int, now: datetime) -> list[Split] | None:
         """Take `amount_minor` from the sources in consumption order, or None if short."""
+        splits, shortfall = self._take(amount_minor, now)
+        return splits if shortfall == 0 else None
+
+    def _take(self, amount_minor: int, now: datetime) -> tuple[list[Split], int]:
+        """As much of `amount_minor` as the sources hold, in consumption order,
+        and what is left over."""
         require(amount_minor > 0, "a debit is positive")
         splits: list[Split] = []
         remaining = amount_minor
@@ -142,9 +169,57 @@ class WalletState:
             if take > 0:
                 splits.append(Split(self.main.id, "", take))
                 remaining -= take
-        return splits if remaining == 0 else None
+        return splits, remaining
+
+    def charge(
+        self,
+        reference_id: str | None,
+        amount_minor: int,
+        now: datetime,
+        kind: str,
+        **details: object,
+    ) -> Charge:
+        """Debit usage that already happened: from the sources in consumption
+        order, and what they cannot cover from the debt account. Never refuses;
+        the caller attaches the debt account first when a shortfall is possible."""
+        splits, shortfall = self._take(amount_minor, now)
+        legs = [
+            Leg(s.account_id, self.asset_code, "posted", debit_minor=s.amount_minor) for s in splits
+        ]
+        if shortfall > 0:
+            require(self.debt is not None, "a shortfall needs the wallet's debt account")
+            assert self.debt is not None
+            legs.append(Leg(self.debt.id, self.asset_code, "posted", debit_minor=shortfall))
+        legs.append(
+            Leg(self.system("revenue"), self.asset_code, "posted", credit_minor=amount_minor)
+        )
+        entry = self._entry(kind, now, legs, reference_id, **details)
+        return Charge(entry, amount_minor - shortfall, shortfall)
+
+    def repay_debt(self, source: AccountState, now: datetime, reference_id: str) -> int:
+        """Pay the wallet's debt first from money that just arrived in `source`;
+        returns what was repaid."""
+        if self.debt is None:
+            return 0
+        amount = min(self.debt_minor(), source.available_minor)
+        if amount <= 0:
+            return 0
+        self._entry(
+            "debt_repayment",
+            now,
+            [
+                Leg(source.id, self.asset_code, "posted", debit_minor=amount),
+                Leg(self.debt.id, self.asset_code, "posted", credit_minor=amount),
+            ],
+            reference_id,
+        )
+        return amount
 
     def hold(self, authorization_id: str, amount_minor: int, now: datetime) -> list[Split] | None:
+        if amount_minor == 0:
+            # An estimate that rates to nothing (free units) still gets a hold
+            # to settle against; it holds nothing and writes no entry.
+            return []
         splits = self.plan(amount_minor, now)
         if splits is None:
             return None
@@ -173,6 +248,8 @@ class WalletState:
         """
         held = sum(s.amount_minor for s in splits)
         require(0 <= capture_minor <= held, "a capture never exceeds its hold")
+        if held == 0:
+            return Settlement(0, 0, 0, None)
         legs = [
             Leg(s.account_id, self.asset_code, "release", debit_minor=s.amount_minor)
             for s in splits
@@ -198,8 +275,8 @@ class WalletState:
             legs.append(
                 Leg(self.system("breakage"), self.asset_code, "posted", credit_minor=broken)
             )
-        self._entry(kind, now, legs, authorization_id)
-        return Settlement(capture_minor, held - capture_minor, broken)
+        entry = self._entry(kind, now, legs, authorization_id)
+        return Settlement(capture_minor, held - capture_minor, broken, entry.id)
 
     def expire_grants(self, now: datetime) -> None:
         """Move each lapsed grant's unheld remainder to breakage; held parts

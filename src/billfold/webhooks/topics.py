@@ -9,8 +9,12 @@ WEBHOOK_TEST = "webhook.test"
 
 WALLET_BALANCE_LOW = "wallet.balance_low"
 WALLET_BALANCE_RECOVERED = "wallet.balance_recovered"
+#: Usage took a wallet past its funds and credit limit: the rest is debt.
+WALLET_OVERDRAWN = "wallet.overdrawn"
 
-KNOWN: frozenset[str] = frozenset({WEBHOOK_TEST, WALLET_BALANCE_LOW, WALLET_BALANCE_RECOVERED})
+KNOWN: frozenset[str] = frozenset(
+    {WEBHOOK_TEST, WALLET_BALANCE_LOW, WALLET_BALANCE_RECOVERED, WALLET_OVERDRAWN}
+)
 
 _FAMILY_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*\.\*$")
 

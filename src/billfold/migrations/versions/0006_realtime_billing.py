@@ -105,7 +105,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("wallets") as batch:
-        batch.drop_constraint(op.f("fk_wallets_debt_account_id_ledger_accounts"), type_="foreignkey")
+        batch.drop_constraint(
+            op.f("fk_wallets_debt_account_id_ledger_accounts"), type_="foreignkey"
+        )
         batch.drop_column("debt_account_id")
     op.drop_table("realtime_period_totals")
     op.drop_index("ix_event_fees_subscription", table_name="event_fees")

@@ -1,0 +1,428 @@
+"""Real-time billing: each accepted event is rated under the customer's
+`billing: real_time` prices and debited from the wallet in the transaction
+that accepts it.
+
+Per ingest request, customer by customer (in id order):
+
+1. Lock the customer's wallets of every asset its fees or named holds touch
+   (asset order). Everything below happens under those locks, so two requests
+   for one customer serialize here, and the authorization writer, which locks
+   one wallet at a time, can never wait on them in a cycle.
+2. Lock the running total of each (subscription, price, dimension, period) the
+   events move, and rate each event as the marginal amount
+   price(total after) − price(total before), so a period's events always sum
+   to the price of its total.
+3. Debit: an event naming an open hold settles it (capture the fee up to the
+   hold, release the rest; a fee above the hold takes the excess from the
+   wallet). The other events' fees are debited with one journal entry per
+   wallet and request: the consumption order makes that the same split as one
+   entry per event. What the balances cannot cover becomes debt
+   (`wallet.overdrawn`): usage already happened, so it is never refused.
+4. One fee row per (event, price) with a non-zero fee or a settled hold.
+
+A rating that cannot be done (a total past the rating limits) charges nothing
+for that price and says so on the event's answer (`status: "unrated"`);
+everything else about the event stands.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.assets.amounts import AssetInfo, format_amount
+from billfold.assets.service import get_asset
+from billfold.authorizations.models import Authorization
+from billfold.authorizations.repository import AuthorizationRepository
+from billfold.catalog.definitions import usage_price
+from billfold.clock import Clock
+from billfold.errors import BillfoldError
+from billfold.ids import new_id
+from billfold.metering import values
+from billfold.metering.models import Meter
+from billfold.metering.realtime import AcceptedEvent
+from billfold.rating import Price, Rating, decimal_text, match_dimension, rate_marginal
+from billfold.realtime.repository import RealtimeRepository, Total, TotalKey
+from billfold.subscriptions.models import Subscription
+from billfold.subscriptions.periods import subscription_period
+from billfold.wallets.service import OpenWallet, charge_usage, close_wallet, open_wallet
+
+#: Meter aggregations a running total can follow event by event.
+REALTIME_AGGREGATIONS = frozenset({"count", "sum", "max"})
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimePrice:
+    subscription: Subscription
+    code: str
+    price: Price
+    meter: Meter
+    asset: AssetInfo
+
+
+@dataclass(slots=True)
+class Fee:
+    """One event's fee under one real-time price."""
+
+    target: RealtimePrice
+    key: TotalKey
+    period_end: datetime
+    quantity: Decimal
+    rating: Rating | None = None
+    #: Why it could not be rated (a stable error code), when it could not.
+    unrated: str | None = None
+
+
+def _path(dotted: str) -> tuple[str, ...]:
+    segments = values.parse_path(dotted)
+    assert segments is not None, dotted
+    return segments
+
+
+def counts(meter: Meter, event_type: str, data: Mapping[str, Any]) -> bool:
+    return meter.event_type == event_type and all(
+        values.text_of(values.value_at(data, _path(key))) in allowed
+        for key, allowed in meter.filters.items()
+    )
+
+
+def event_quantity(meter: Meter, data: Mapping[str, Any]) -> Decimal | None:
+    """What one event adds to the meter, or None when it adds nothing it can
+    bill (no value, or a negative one: a real-time total only grows)."""
+    if meter.aggregation == "count":
+        return Decimal(1)
+    assert meter.field is not None
+    number = values.numeric_value(values.value_at(data, _path(meter.field)))
+    if number is None or number < 0:
+        return None
+    return Decimal(number)
+
+
+def advance(meter: Meter, total: Total, quantity: Decimal) -> Decimal:
+    if meter.aggregation == "max":
+        return quantity if total.event_count == 0 else max(total.quantity, quantity)
+    return values.EXACT.add(total.quantity, quantity)
+
+
+class Catalog:
+    """The real-time prices of a request's customers, loaded once per request."""
+
+    def __init__(self, session: AsyncSession, organization_id: str) -> None:
+        self.session = session
+        self.organization_id = organization_id
+        self.repository = RealtimeRepository(session, organization_id)
+        self.by_customer: dict[str, list[RealtimePrice]] = defaultdict(list)
+
+    async def load(self, customer_ids: set[str], earliest: datetime, latest: datetime) -> None:
+        subscriptions = await self.repository.subscriptions(customer_ids, earliest, latest)
+        versions = await self.repository.versions(
+            {(s.product_id, s.version) for s in subscriptions}
+        )
+        wanted: list[tuple[Subscription, dict[str, Any]]] = [
+            (subscription, stored)
+            for subscription in subscriptions
+            for stored in versions.get((subscription.product_id, subscription.version), [])
+            if stored.get("type") == "usage" and stored.get("billing") == "real_time"
+        ]
+        meters = await self.repository.meters({stored["meter"] for _, stored in wanted})
+        assets: dict[str, AssetInfo] = {}
+        for subscription, stored in wanted:
+            meter = meters[stored["meter"]]
+            if meter.aggregation not in REALTIME_AGGREGATIONS:
+                # The catalog refuses these; a version stored before it did bills nothing.
+                continue
+            code = stored["asset"]
+            if code not in assets:
+                assets[code] = await get_asset(self.session, self.organization_id, code)
+            self.by_customer[subscription.customer_id].append(
+                RealtimePrice(
+                    subscription=subscription,
+                    code=stored["code"],
+                    price=usage_price(stored, assets[code]),
+                    meter=meter,
+                    asset=assets[code],
+                )
+            )
+
+    def prices_for(
+        self, customer_id: str, event_type: str, data: Mapping[str, Any], at: datetime
+    ) -> list[RealtimePrice]:
+        return [
+            target
+            for target in self.by_customer.get(customer_id, [])
+            if _covers(target.subscription, at) and counts(target.meter, event_type, data)
+        ]
+
+
+def _covers(subscription: Subscription, at: datetime) -> bool:
+    return subscription.start_at <= at and (
+        subscription.canceled_at is None or at < subscription.canceled_at
+    )
+
+
+def plan_fees(targets: Sequence[RealtimePrice], data: Mapping[str, Any], at: datetime) -> list[Fee]:
+    """The fees an event will owe, before the totals are known."""
+    fees = []
+    for target in targets:
+        quantity = event_quantity(target.meter, data)
+        if quantity is None:
+            continue
+        start, end = subscription_period(target.subscription, at)
+        dimension = match_dimension(target.price, data)
+        key = TotalKey(
+            target.subscription.id, target.code, -1 if dimension is None else dimension, start
+        )
+        fees.append(Fee(target, key, end, quantity))
+    return fees
+
+
+def rate_fee(fee: Fee, total: Total, data: Mapping[str, Any]) -> None:
+    """Rate `fee` against its running total and move the total."""
+    target = fee.target
+    after = advance(target.meter, total, fee.quantity)
+    before = None if total.event_count == 0 else total.quantity
+    try:
+        fee.rating = rate_marginal(target.price, before, after, asset=target.asset, event_data=data)
+    except BillfoldError as error:
+        fee.unrated = error.code
+        return
+    total.quantity = after
+    total.event_count += 1
+
+
+# --- ingest ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Billed:
+    event: AcceptedEvent
+    fees: list[Fee]
+    #: The settled hold, when the event named an open one.
+    authorization: Authorization | None = None
+    entry_ids: dict[str, str] = field(default_factory=dict)
+
+
+async def bill_events(
+    session: AsyncSession,
+    clock: Clock,
+    organization_id: str,
+    events: Sequence[AcceptedEvent],
+) -> dict[str, list[dict[str, Any]]]:
+    """Rate and debit the accepted events; their fees, by event id, for the answer."""
+    if not events:
+        return {}
+    now = clock.now()
+    catalog = Catalog(session, organization_id)
+    await catalog.load(
+        {event.customer_id for event in events},
+        min(event.timestamp for event in events),
+        max(event.timestamp for event in events),
+    )
+    holds = AuthorizationRepository(session, organization_id)
+    named = await holds.get_many(sorted({e.authorization_id for e in events if e.authorization_id}))
+    by_customer: dict[str, list[_Billed]] = defaultdict(list)
+    for event in events:
+        targets = catalog.prices_for(event.customer_id, event.type, event.data, event.timestamp)
+        by_customer[event.customer_id].append(
+            _Billed(event, plan_fees(targets, event.data, event.timestamp))
+        )
+    fee_rows: list[dict[str, Any]] = []
+    answers: dict[str, list[dict[str, Any]]] = {}
+    repository = RealtimeRepository(session, organization_id)
+    for customer_id in sorted(by_customer):
+        billed = by_customer[customer_id]
+        await _bill_customer(session, clock, now, repository, holds, named, billed)
+        for item in billed:
+            answers[item.event.id] = [_fee_answer(fee) for fee in item.fees]
+            fee_rows.extend(_fee_rows(organization_id, now, item))
+    await repository.insert_fees(fee_rows)
+    return answers
+
+
+async def _bill_customer(
+    session: AsyncSession,
+    clock: Clock,
+    now: datetime,
+    repository: RealtimeRepository,
+    holds: AuthorizationRepository,
+    named: dict[str, Authorization],
+    billed: list[_Billed],
+) -> None:
+    customer_id = billed[0].event.customer_id
+    organization_id = repository.organization_id
+    assets: dict[str, AssetInfo] = {}
+    for item in billed:
+        for fee in item.fees:
+            assets[fee.target.asset.code] = fee.target.asset
+        hold = named.get(item.event.authorization_id or "")
+        if hold is not None and hold.customer_id == customer_id and hold.asset_code not in assets:
+            assets[hold.asset_code] = await get_asset(session, organization_id, hold.asset_code)
+    if not assets:
+        return
+    wallets: dict[str, OpenWallet] = {}
+    for code in sorted(assets):
+        opened = await open_wallet(session, now, organization_id, customer_id, code, create=True)
+        assert opened is not None
+        wallets[code] = opened
+    # Read again under the wallet locks: a hold's status may have moved since
+    # the unlocked read that found its asset (the objects refresh in place).
+    await holds.get_many(
+        sorted({i.event.authorization_id for i in billed if i.event.authorization_id in named})
+    )
+
+    totals = await repository.lock_totals({fee.key for item in billed for fee in item.fees}, now)
+    for item in billed:
+        for fee in item.fees:
+            rate_fee(fee, totals[fee.key], item.event.data)
+    await repository.save_totals(totals, now)
+
+    splits = await holds.splits_of(
+        sorted({i.event.authorization_id for i in billed if i.event.authorization_id in named})
+    )
+    plain: dict[str, list[_Billed]] = defaultdict(list)
+    plain_minor: dict[str, int] = defaultdict(int)
+    for item in billed:
+        owed: dict[str, int] = defaultdict(int)
+        for fee in item.fees:
+            if fee.rating is not None:
+                owed[fee.target.asset.code] += fee.rating.amount_minor
+        hold = named.get(item.event.authorization_id or "")
+        if hold is not None and hold.customer_id == customer_id:
+            opened = wallets[hold.asset_code]
+            if hold.status == "authorized" and hold.expires_at <= now:
+                settlement = opened.state.settle(hold.id, splits[hold.id], 0, "hold_expiry", now)
+                await holds.resolve(hold, "expired", 0, settlement.released_minor, now)
+            if hold.status == "authorized":
+                fee_minor = max(0, owed.pop(hold.asset_code, 0))
+                capture = min(fee_minor, hold.amount_minor)
+                settlement = opened.state.settle(hold.id, splits[hold.id], capture, "capture", now)
+                await holds.resolve(hold, "captured", capture, settlement.released_minor, now)
+                item.authorization = hold
+                if settlement.entry_id is not None:
+                    item.entry_ids[hold.asset_code] = settlement.entry_id
+                if fee_minor > capture:
+                    charge = await charge_usage(
+                        session, opened, hold.id, fee_minor - capture, "usage", event=item.event.id
+                    )
+                    item.entry_ids.setdefault(hold.asset_code, charge.entry.id)
+        for code, amount in owed.items():
+            if amount > 0:
+                plain[code].append(item)
+                plain_minor[code] += amount
+    for code, amount in plain_minor.items():
+        charge = await charge_usage(
+            session, wallets[code], None, amount, "usage", events=len(plain[code])
+        )
+        for item in plain[code]:
+            item.entry_ids.setdefault(code, charge.entry.id)
+    for opened in wallets.values():
+        await close_wallet(session, clock, opened)
+
+
+def _fee_answer(fee: Fee) -> dict[str, Any]:
+    target = fee.target
+    out: dict[str, Any] = {
+        "price": target.code,
+        "subscription_id": target.subscription.id,
+        "asset": target.asset.code,
+    }
+    if fee.rating is None:
+        out |= {"status": "unrated", "code": fee.unrated, "amount": format_amount(target.asset, 0)}
+    else:
+        out |= {
+            "quantity": decimal_text(fee.rating.units),
+            "amount": format_amount(target.asset, fee.rating.amount_minor),
+        }
+    return out
+
+
+def _fee_rows(organization_id: str, now: datetime, item: _Billed) -> list[dict[str, Any]]:
+    rows = []
+    hold = item.authorization
+    for fee in item.fees:
+        rating = fee.rating
+        asset = fee.target.asset.code
+        settles = hold is not None and hold.asset_code == asset
+        if rating is None or (rating.amount_minor == 0 and not settles):
+            continue
+        rows.append(
+            {
+                "id": new_id("fee"),
+                "organization_id": organization_id,
+                "event_id": item.event.id,
+                "event_type": item.event.type,
+                "customer_id": item.event.customer_id,
+                "subscription_id": fee.target.subscription.id,
+                "price_code": fee.target.code,
+                "asset_code": asset,
+                "amount_minor": rating.amount_minor,
+                "quantity": decimal_text(rating.units),
+                "dimension": rating.dimension,
+                "lines": [_line_json(line) for line in rating.lines],
+                "period_start": fee.key.period_start,
+                "period_end": fee.period_end,
+                "event_timestamp": item.event.timestamp,
+                "entry_id": item.entry_ids.get(asset),
+                "authorization_id": hold.id if settles and hold is not None else None,
+                "created_at": now,
+            }
+        )
+    return rows
+
+
+def _line_json(line: Any) -> dict[str, Any]:
+    return {
+        "kind": line.kind,
+        "tier": line.tier,
+        "units": decimal_text(line.units),
+        "unit_amount": decimal_text(line.unit_amount),
+        "flat_amount": decimal_text(line.flat_amount),
+        "amount": decimal_text(line.amount),
+        "amount_minor": line.amount_minor,
+    }
+
+
+# --- estimates ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What an event like this would cost now, per asset, in minor units."""
+
+    fees: dict[str, tuple[AssetInfo, int]]
+    #: Whether any real-time price counts such an event at all.
+    priced: bool
+
+
+async def estimate_event(
+    session: AsyncSession,
+    organization_id: str,
+    customer_id: str,
+    event_type: str,
+    data: Mapping[str, Any],
+    at: datetime,
+) -> Estimate:
+    """Rate a hypothetical event as if it arrived now, against the running
+    totals as they stand (read, not locked: an estimate holds money, it does
+    not move totals). Fees rating cannot compute count as nothing."""
+    catalog = Catalog(session, organization_id)
+    await catalog.load({customer_id}, at, at)
+    targets = catalog.prices_for(customer_id, event_type, data, at)
+    fees = plan_fees(targets, data, at)
+    totals = await catalog.repository.read_totals({fee.key for fee in fees})
+    out: dict[str, tuple[AssetInfo, int]] = {}
+    for target in targets:
+        out.setdefault(target.asset.code, (target.asset, 0))
+    for fee in fees:
+        current = totals.get(fee.key, Total(Decimal(0), 0))
+        rate_fee(fee, Total(current.quantity, current.event_count), data)
+        if fee.rating is not None and fee.rating.amount_minor > 0:
+            asset, sofar = out[fee.target.asset.code]
+            out[fee.target.asset.code] = (asset, sofar + fee.rating.amount_minor)
+    return Estimate(out, bool(targets))
