@@ -16,7 +16,6 @@ import sqlalchemy as sa
 
 from billfold.api.context import AppContext
 from billfold.authorizations.service import Answer, WalletRequest
-from billfold.authorizations.writer import WalletKey
 from billfold.clock import FrozenClock
 from billfold.config import Settings
 from billfold.ledger.verify import verify
@@ -44,7 +43,7 @@ def batch_sizes(ctx: AppContext) -> list[int]:
     original = writer._run_batch
     sizes: list[int] = []
 
-    async def spy(key: WalletKey, requests: Sequence[WalletRequest]) -> list[Answer]:
+    async def spy(key: str, requests: Sequence[WalletRequest]) -> list[Answer]:
         sizes.append(len(requests))
         return await original(key, requests)
 

@@ -366,3 +366,46 @@ async def test_one_thousand_holds_on_one_wallet_sqlite(tmp_path: Path) -> None:
             raise
         finally:
             connection.close()
+
+
+@needs_postgres
+async def test_many_wallets_in_shared_batches_across_four_processes(pg_database: str) -> None:
+    """Batches span wallets: 40 wallets of 1.00, 100 holds of 0.02 each, all
+    interleaved over four processes. Each wallet authorizes exactly 50, no
+    batch deadlocks with another process's, and the journal verifies."""
+    api_key = create_org(pg_database, "D1-many")
+    with servers(pg_database, 4) as started:
+        with sync_client(started[0].base_url, api_key) as http:
+            customers = [setup_customer(http, f"w{i}", ["1.00"]) for i in range(40)]
+        urls = [s.base_url for s in started]
+        calls = [
+            Call(
+                urls[i % len(urls)],
+                "/v1/authorizations",
+                f"many-{i}",
+                json.dumps(
+                    {
+                        "customer_id": customers[i % len(customers)],
+                        "asset": "USD",
+                        "amount": "0.02",
+                        "ttl_s": TTL_S,
+                    }
+                ).encode(),
+            )
+            for i in range(4_000)
+        ]
+        async with lanes(api_key, 64) as workers:
+            replies = await send_all(workers, calls)
+        assert {reply.status for reply in replies} == {200}
+        authorized: dict[str, int] = {}
+        for reply in replies:
+            body = reply.json()
+            if body["status"] == "authorized":
+                customer = str(body["customer_id"])
+                authorized[customer] = authorized.get(customer, 0) + 1
+        assert authorized == dict.fromkeys(customers, 50)
+        done = billfold(pg_database, "ledger", "verify")
+        assert done.returncode == 0, done.stdout + done.stderr
+        for server in started:
+            assert server.process is not None
+            assert server.process.poll() is None, server.log()

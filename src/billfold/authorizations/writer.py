@@ -1,15 +1,18 @@
 """The wallet writer: the hot path for holds, captures and releases.
 
-Requests for one wallet queue up behind one drain task. Each turn takes
-everything queued (up to a bound), opens one transaction, locks the wallet
-row once, decides every request in memory in arrival order, writes all rows
-with a handful of statements, stores each request's idempotent answer in the
-same transaction, commits once, and only then answers each caller. Under
-load a batch grows to what queued during the previous commit, so one lock
-and one fsync serve many requests; when idle a batch is a single request.
+Requests of one organization queue up behind one drain task, whatever their
+wallets. Each turn takes everything queued (up to a bound), opens one
+transaction, locks every wallet the batch touches with one statement (in
+customer, asset order), loads them with a fixed number of queries, decides
+every request in memory in arrival order, writes all rows with a handful of
+statements, stores each request's idempotent answer in the same
+transaction, commits once, and only then answers each caller. Under load a
+batch grows to what queued during the previous commit, so one transaction
+and one fsync serve many requests, for one hot wallet or for thousands;
+when idle a batch is a single request.
 
-Several processes stay correct together because each batch holds the
-wallet's row lock, and the account counters are also guarded by the
+Several processes stay correct together because each batch holds its
+wallets' row locks, and the account counters are also guarded by the
 database's own conditional update (ledger/repository.py).
 
 With batching off (`BILLFOLD_AUTHORIZATION_BATCHING=0`) there is no queue:
@@ -42,12 +45,10 @@ from billfold.authorizations.service import (
 from billfold.clock import Clock
 from billfold.errors import BillfoldError, Conflict, NotFound
 from billfold.idempotency import service as idempotency
-from billfold.wallets.service import OpenWallet, close_wallet, open_wallet
+from billfold.wallets.service import OpenWallet, close_wallets, open_wallets
 from billfold.wallets.state import Split
 
 logger = logging.getLogger("billfold.authorizations")
-
-WalletKey = tuple[str, str, str]  # organization, customer, asset
 
 
 @dataclass(slots=True)
@@ -63,13 +64,13 @@ class WalletWriter:
         self.sessions = sessions
         self.clock = clock
         self.batching = batching
-        self._queues: dict[WalletKey, list[_Queued]] = {}
+        self._queues: dict[str, list[_Queued]] = {}  # by organization
         # Strong references: the event loop keeps only weak ones to tasks.
         self._drains: set[asyncio.Task[None]] = set()
         self._alone: set[asyncio.Task[list[Answer]]] = set()
 
     async def submit(self, request: WalletRequest) -> Answer:
-        key = (request.organization_id, request.customer_id, request.asset.code)
+        key = request.organization_id
         if not self.batching:
             return await self._run_alone(key, request)
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -84,7 +85,7 @@ class WalletWriter:
         # with the same Idempotency-Key then gets the stored answer.
         return await asyncio.shield(future)
 
-    async def _run_alone(self, key: WalletKey, request: WalletRequest) -> Answer:
+    async def _run_alone(self, key: str, request: WalletRequest) -> Answer:
         """The naive path: a batch of one, in its own transaction, now."""
         run = asyncio.create_task(self._run_batch(key, [request]))
         self._alone.add(run)
@@ -93,7 +94,7 @@ class WalletWriter:
         (result,) = await asyncio.shield(run)
         return result
 
-    async def _drain(self, key: WalletKey, queue: list[_Queued]) -> None:
+    async def _drain(self, key: str, queue: list[_Queued]) -> None:
         try:
             while queue:
                 batch = queue[: limits.authorizations_per_batch_max]
@@ -118,12 +119,16 @@ class WalletWriter:
             if self._queues.get(key) is queue:
                 del self._queues[key]
 
-    async def _run_batch(self, key: WalletKey, requests: Sequence[WalletRequest]) -> list[Answer]:
-        organization_id, customer_id, asset_code = key
+    async def _run_batch(
+        self, organization_id: str, requests: Sequence[WalletRequest]
+    ) -> list[Answer]:
         async with self.sessions() as session:
             now = self.clock.now()
-            opened = await open_wallet(
-                session, now, organization_id, customer_id, asset_code, create=False
+            wallets = await open_wallets(
+                session,
+                now,
+                organization_id,
+                sorted({(r.customer_id, r.asset.code) for r in requests}),
             )
             answers: list[Answer | None] = [None] * len(requests)
             first_with_key: dict[str, int] = {}
@@ -138,6 +143,7 @@ class WalletWriter:
             for index, request in enumerate(requests):
                 if answers[index] is not None or _is_duplicate(request, index, first_with_key):
                     continue
+                opened = wallets.get((request.customer_id, request.asset.code))
                 if isinstance(request, AuthorizeRequest):
                     row, taken = service.authorize(opened, request, now)
                     new_rows.append(row)
@@ -149,8 +155,7 @@ class WalletWriter:
                         holds, opened, loaded.get(request.authorization_id), splits, request, now
                     )
 
-            if opened is not None:
-                await close_wallet(session, self.clock, opened)
+            await close_wallets(session, self.clock, list(wallets.values()))
             await holds.insert(
                 [_row_values(row) for row in new_rows],
                 [

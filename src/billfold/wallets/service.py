@@ -10,6 +10,7 @@ boundary commits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -25,6 +26,7 @@ from billfold.customers.service import resolve_customer
 from billfold.errors import InvalidRequest
 from billfold.ids import new_id
 from billfold.ledger.book import AccountState
+from billfold.ledger.models import LedgerAccount
 from billfold.ledger.repository import LedgerRepository, state_of
 from billfold.organizations.service import Principal
 from billfold.wallets.models import Adjustment, Grant, Wallet
@@ -46,32 +48,61 @@ class OpenWallet:
     shortfall_minor: int = 0
 
 
-async def _load_state(session: AsyncSession, wallet: Wallet) -> WalletState:
-    repository = WalletRepository(session, wallet.organization_id)
-    main = await repository.main_account(wallet.main_account_id)
-    grants = [
-        GrantState(
-            id=grant.id,
-            account=state_of(account),
-            purpose=grant.purpose,
-            priority=grant.priority,
-            effective_at=grant.effective_at,
-            expires_at=grant.expires_at,
-            created_at=grant.created_at,
-            status=grant.status,
-        )
-        for grant, account in await repository.live_grants(wallet.customer_id, wallet.asset_code)
-    ]
+def _state_of(
+    wallet: Wallet,
+    accounts: dict[str, LedgerAccount],
+    grants: list[tuple[Grant, LedgerAccount]],
+) -> WalletState:
     state = WalletState(
         organization_id=wallet.organization_id,
         customer_id=wallet.customer_id,
         asset_code=wallet.asset_code,
-        main=state_of(main),
-        grants=grants,
+        main=state_of(accounts[wallet.main_account_id]),
+        grants=[
+            GrantState(
+                id=grant.id,
+                account=state_of(account),
+                purpose=grant.purpose,
+                priority=grant.priority,
+                effective_at=grant.effective_at,
+                expires_at=grant.expires_at,
+                created_at=grant.created_at,
+                status=grant.status,
+            )
+            for grant, account in grants
+        ],
     )
     if wallet.debt_account_id is not None:
-        state.attach_debt(state_of(await repository.main_account(wallet.debt_account_id)))
+        state.attach_debt(state_of(accounts[wallet.debt_account_id]))
     return state
+
+
+async def open_wallets(
+    session: AsyncSession,
+    now: datetime,
+    organization_id: str,
+    keys: Sequence[tuple[str, str]],
+) -> dict[tuple[str, str], OpenWallet]:
+    """Lock and load the existing wallets among `keys` (customer, asset) with
+    a fixed number of queries, whatever their number; then settle what has
+    expired in each. Missing wallets are absent from the answer."""
+    repository = WalletRepository(session, organization_id)
+    wallets = await repository.lock_many(keys)
+    if not wallets:
+        return {}
+    keyed = [(w.customer_id, w.asset_code) for w in wallets]
+    accounts = await repository.accounts(
+        [w.main_account_id for w in wallets]
+        + [w.debt_account_id for w in wallets if w.debt_account_id is not None]
+    )
+    grants = await repository.live_grants_many(keyed)
+    opened: dict[tuple[str, str], OpenWallet] = {}
+    for wallet, key in zip(wallets, keyed, strict=True):
+        one = OpenWallet(wallet=wallet, state=_state_of(wallet, accounts, grants[key]), now=now)
+        if wallet.sweep_due_at is not None and wallet.sweep_due_at <= now:
+            await _sweep(session, one)
+        opened[key] = one
+    return opened
 
 
 async def open_wallet(
@@ -83,19 +114,16 @@ async def open_wallet(
     *,
     create: bool,
 ) -> OpenWallet | None:
-    repository = WalletRepository(session, organization_id)
-    wallet = await repository.lock(customer_id, asset_code)
-    if wallet is None:
-        if not create:
-            return None
+    key = (customer_id, asset_code)
+    opened = await open_wallets(session, now, organization_id, [key])
+    if key not in opened and create:
         await LedgerRepository(session, organization_id).ensure_system_accounts(asset_code, now)
-        await repository.insert_if_absent(customer_id, asset_code, now)
-        wallet = await repository.lock(customer_id, asset_code)
-        assert wallet is not None
-    opened = OpenWallet(wallet=wallet, state=await _load_state(session, wallet), now=now)
-    if wallet.sweep_due_at is not None and wallet.sweep_due_at <= now:
-        await _sweep(session, opened)
-    return opened
+        await WalletRepository(session, organization_id).insert_if_absent(
+            customer_id, asset_code, now
+        )
+        opened = await open_wallets(session, now, organization_id, [key])
+        assert key in opened
+    return opened.get(key)
 
 
 async def _sweep(session: AsyncSession, opened: OpenWallet) -> None:
@@ -119,31 +147,46 @@ async def _sweep(session: AsyncSession, opened: OpenWallet) -> None:
 
 
 async def close_wallet(session: AsyncSession, clock: Clock, opened: OpenWallet) -> None:
-    wallet, state = opened.wallet, opened.state
-    await LedgerRepository(session, wallet.organization_id).write(
-        state.book.entries, state.book.changed()
+    await close_wallets(session, clock, [opened])
+
+
+async def close_wallets(
+    session: AsyncSession, clock: Clock, opened_wallets: Sequence[OpenWallet]
+) -> None:
+    """Write every open wallet's entries and counter moves in one set of
+    statements, then their expiry marks and webhooks."""
+    if not opened_wallets:
+        return
+    organization_id = opened_wallets[0].wallet.organization_id
+    assert all(o.wallet.organization_id == organization_id for o in opened_wallets)
+    await LedgerRepository(session, organization_id).write(
+        [entry for o in opened_wallets for entry in o.state.book.entries],
+        [account for o in opened_wallets for account in o.state.book.changed()],
     )
-    state.book.entries.clear()
-    if opened.new_expiries:
-        earliest = min(opened.new_expiries)
-        if wallet.sweep_due_at is None or earliest < wallet.sweep_due_at:
-            wallet.sweep_due_at = earliest
-    await _check_low_balance(session, clock, opened)
-    if opened.shortfall_minor > 0:
-        asset = await get_asset(session, wallet.organization_id, wallet.asset_code)
-        await webhooks.emit(
-            session,
-            clock,
-            wallet.organization_id,
-            topics.WALLET_OVERDRAWN,
-            {
-                "customer_id": wallet.customer_id,
-                "asset": wallet.asset_code,
-                "shortfall": format_amount(asset, opened.shortfall_minor),
-                "debt": format_amount(asset, state.debt_minor()),
-            },
-        )
-        opened.shortfall_minor = 0
+    for opened in opened_wallets:
+        wallet, state = opened.wallet, opened.state
+        state.book.entries.clear()
+        if opened.new_expiries:
+            earliest = min(opened.new_expiries)
+            if wallet.sweep_due_at is None or earliest < wallet.sweep_due_at:
+                wallet.sweep_due_at = earliest
+            opened.new_expiries.clear()
+        await _check_low_balance(session, clock, opened)
+        if opened.shortfall_minor > 0:
+            asset = await get_asset(session, wallet.organization_id, wallet.asset_code)
+            await webhooks.emit(
+                session,
+                clock,
+                wallet.organization_id,
+                topics.WALLET_OVERDRAWN,
+                {
+                    "customer_id": wallet.customer_id,
+                    "asset": wallet.asset_code,
+                    "shortfall": format_amount(asset, opened.shortfall_minor),
+                    "debt": format_amount(asset, state.debt_minor()),
+                },
+            )
+            opened.shortfall_minor = 0
     await session.flush()
 
 
@@ -281,14 +324,48 @@ async def create_grant(
         raise InvalidRequest("Give the grant's `amount`.", code="invalid_amount", field="amount")
     else:
         amount_minor = parse_amount(asset, amount, field="amount")
+    return await issue_grant(
+        session,
+        clock,
+        organization_id,
+        customer.id,
+        asset.code,
+        amount_minor,
+        purpose=purpose,
+        priority=priority,
+        effective_at=effective,
+        expires_at=expires_at,
+        paid=paid,
+        details=details,
+    )
 
-    opened = await open_wallet(session, now, organization_id, customer.id, asset.code, create=True)
+
+async def issue_grant(
+    session: AsyncSession,
+    clock: Clock,
+    organization_id: str,
+    customer_id: str,
+    asset_code: str,
+    amount_minor: int,
+    *,
+    purpose: str,
+    priority: int,
+    effective_at: datetime,
+    expires_at: datetime | None,
+    paid: tuple[str, int] | None = None,
+    details: dict[str, object] | None = None,
+) -> tuple[Grant, AccountState]:
+    """Fund a grant for a customer known by id, input already validated (the
+    endpoint above, and the periodic credits of subscriptions)."""
+    now = clock.now()
+    details = details or {"purpose": purpose}
+    opened = await open_wallet(session, now, organization_id, customer_id, asset_code, create=True)
     assert opened is not None
     grant_id = new_id("grt")
     account = await LedgerRepository(session, organization_id).add_tracked_account(
         account_id=new_id("acg"),
-        owner_id=customer.id,
-        asset_code=asset.code,
+        owner_id=customer_id,
+        asset_code=asset_code,
         role="grant",
         grant_id=grant_id,
         floor_minor=0,
@@ -297,13 +374,13 @@ async def create_grant(
     grant = Grant(
         id=grant_id,
         organization_id=organization_id,
-        customer_id=customer.id,
-        asset_code=asset.code,
+        customer_id=customer_id,
+        asset_code=asset_code,
         account_id=account.id,
         purpose=purpose,
         priority=priority,
         amount_minor=amount_minor,
-        effective_at=effective,
+        effective_at=effective_at,
         expires_at=expires_at,
         status="active",
         expired_at=None,
@@ -317,7 +394,7 @@ async def create_grant(
             account=account,
             purpose=purpose,
             priority=priority,
-            effective_at=effective,
+            effective_at=effective_at,
             expires_at=expires_at,
             created_at=now,
             status="active",
@@ -347,12 +424,37 @@ async def adjust(
     description: str | None,
 ) -> Adjustment:
     organization_id = principal.organization_id
-    now = clock.now()
     customer = await resolve_customer(session, organization_id, customer_ref, field="customer_id")
     asset = await get_asset(session, organization_id, asset_code, field="asset")
     amount_minor = parse_amount(asset, amount, field="amount", allow_negative=True)
+    return await adjust_customer(
+        session,
+        clock,
+        organization_id,
+        customer.id,
+        asset.code,
+        amount_minor,
+        reason=reason,
+        description=description,
+    )
+
+
+async def adjust_customer(
+    session: AsyncSession,
+    clock: Clock,
+    organization_id: str,
+    customer_id: str,
+    asset_code: str,
+    amount_minor: int,
+    *,
+    reason: str,
+    description: str | None,
+) -> Adjustment:
+    """A signed change of a customer's main balance, by ids (the endpoint
+    above, and refunds of credit notes)."""
+    now = clock.now()
     opened = await open_wallet(
-        session, now, organization_id, customer.id, asset.code, create=amount_minor > 0
+        session, now, organization_id, customer_id, asset_code, create=amount_minor > 0
     )
     adjustment_id = new_id("adj")
     entry = (
@@ -371,8 +473,8 @@ async def adjust(
     adjustment = Adjustment(
         id=adjustment_id,
         organization_id=organization_id,
-        customer_id=customer.id,
-        asset_code=asset.code,
+        customer_id=customer_id,
+        asset_code=asset_code,
         amount_minor=amount_minor,
         reason=reason,
         description=description,
