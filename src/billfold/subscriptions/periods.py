@@ -102,6 +102,35 @@ def period_containing(
     )
 
 
+def nominal_period(
+    anchor_at: datetime, at: datetime, *, interval: str, interval_count: int, anchor: str
+) -> tuple[datetime, datetime]:
+    """The whole period holding `at`, before any clipping to a subscription's
+    start: what a prorated fixed fee is a share of. Calendar periods count
+    from the calendar boundary at or before `anchor_at`."""
+    origin = _calendar_origin(anchor_at, interval) if anchor == "calendar" else anchor_at
+    return period_containing(
+        origin, max(at, origin), interval=interval, interval_count=interval_count
+    )
+
+
+def subscription_nominal_period(
+    subscription: Subscription, at: datetime
+) -> tuple[datetime, datetime]:
+    return nominal_period(
+        subscription.anchor_at or subscription.start_at,
+        at,
+        interval=subscription.interval,
+        interval_count=subscription.interval_count,
+        anchor=subscription.anchor,
+    )
+
+
 def subscription_period(subscription: Subscription, at: datetime) -> tuple[datetime, datetime]:
-    """The subscription's billing period that holds `at` (real-time tiers reset with it)."""
-    return period_containing(subscription.start_at, at)
+    """The subscription's billing period that holds `at` (real-time tiers reset with it):
+    its nominal period clipped to the subscription's start and end."""
+    start, end = subscription_nominal_period(subscription, max(at, subscription.start_at))
+    start = max(start, subscription.start_at)
+    if subscription.ends_at is not None and start < subscription.ends_at < end:
+        end = subscription.ends_at
+    return start, end
