@@ -1,0 +1,473 @@
+"""The gateway: the providers' own HTTP APIs, every call held and settled.
+
+Clients keep their SDK and point its base URL here with a gateway key as
+their API key. For each call: authenticate the key (its customer) →
+estimate the worst case → hold it → forward with the operator's provider key
+→ answer (streamed as it arrives) → settle with the usage the provider
+reported. State lives only in the database: holds, keys and events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from billfold import limits
+from billfold.api.context import AppContext
+from billfold.errors import BillfoldError
+from billfold.gateway.billing import Caller, LocalBilling
+from billfold.llm import _estimate
+from billfold.llm._billing import AuthorizationDeclined, Opened, Options
+from billfold.llm._estimate import Estimate
+from billfold.llm._usage import RESERVED_DATA_KEYS
+
+logger = logging.getLogger("billfold.gateway")
+
+PROBLEM_TYPE_BASE = "https://billfold.dev/problems/"
+#: After a client leaves mid-stream, how long the gateway keeps reading the
+#: provider's stream for its final usage before settling on an estimate.
+DRAIN_AFTER_DISCONNECT_S = 60.0
+UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    base_url: str
+    api_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    openai: Upstream | None
+    anthropic: Upstream | None
+    hold_amount: str | None = None
+    asset: str = "USD"
+    hold_ttl_s: int = 900
+    on_provider_error: str = "release"
+
+
+def origin(url: str) -> str:
+    """`https://api.openai.com/v1/` and `https://api.openai.com` alike → the origin."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, request_id: str | None = None
+) -> Response:
+    # RFC 9457, plus an `error` member shaped like the providers' own so their
+    # SDKs show the message in the exception they raise.
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "error": {"type": code, "code": code, "message": detail},
+    }
+    if request_id is not None:
+        body["request_id"] = request_id
+    headers = {"x-request-id": request_id} if request_id else None
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+async def _body(request: Request) -> bytes | None:
+    """The body, or None past the limit (read no further than that)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.gateway_request_body_bytes_max:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _secret(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return value.strip()
+    return request.headers.get("x-api-key")
+
+
+def _tags(request: Request, caller: Caller) -> dict[str, Any] | None:
+    """The caller's `X-Billfold-Tags` (a JSON object) plus the key's id; None
+    when the header is not an object or uses a name the usage event sets."""
+    tags: dict[str, Any] = {}
+    given = request.headers.get("x-billfold-tags")
+    if given:
+        try:
+            parsed = json.loads(given)
+        except ValueError:
+            return None
+        if not isinstance(parsed, dict) or RESERVED_DATA_KEYS & set(parsed):
+            return None
+        tags = {str(k): str(v) for k, v in parsed.items()}
+    tags["gateway_key_id"] = caller.gateway_key_id
+    return tags
+
+
+@dataclass(frozen=True, slots=True)
+class _Surface:
+    provider: str
+    estimator: Callable[[Mapping[str, Any]], Estimate]
+
+
+_SURFACES = {
+    "/v1/chat/completions": _Surface("openai", _estimate.openai_chat),
+    "/v1/responses": _Surface("openai", _estimate.openai_responses),
+    "/v1/embeddings": _Surface("openai", _estimate.openai_embeddings),
+    "/v1/messages": _Surface("anthropic", _estimate.anthropic_messages),
+}
+
+_RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+_FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta", "openai-beta", "accept")
+
+
+def _upstream_headers(
+    provider: str, upstream: Upstream, request: Request, request_id: str
+) -> dict[str, str]:
+    """The operator's key instead of the caller's, and the few headers that
+    change what the provider does."""
+    headers = {"content-type": "application/json", "x-request-id": request_id}
+    if provider == "openai":
+        if upstream.api_key:
+            headers["authorization"] = f"Bearer {upstream.api_key}"
+    else:
+        headers["anthropic-version"] = "2023-06-01"
+        if upstream.api_key:
+            headers["x-api-key"] = upstream.api_key
+    for name in _FORWARDED_HEADERS:
+        value = request.headers.get(name)
+        if value is not None:
+            headers[name] = value
+    return headers
+
+
+class Gateway:
+    def __init__(self, ctx: AppContext, config: GatewayConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.billing = LocalBilling(
+            ctx, hold_amount=config.hold_amount, asset=config.asset, ttl_s=config.hold_ttl_s
+        )
+        self.http = httpx.AsyncClient(
+            timeout=UPSTREAM_TIMEOUT,
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        )
+        self._drains: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        if self._drains:
+            await asyncio.gather(*self._drains, return_exceptions=True)
+        await self.http.aclose()
+
+    async def _failed(
+        self,
+        caller: Caller,
+        options: Options,
+        opened: Opened,
+        logical_key: str | None,
+        status: int | None,
+    ) -> None:
+        """A provider error: release the hold (or charge the input, by policy),
+        except that a call the client names with an Idempotency-Key keeps its
+        hold through a retryable error, so that its retry runs under the same
+        hold (unclaimed, it expires by itself and charges nothing)."""
+        if logical_key is not None and (status is None or status in _RETRYABLE):
+            return
+        await self.billing.fail(caller, options, opened)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    def _upstream(self, provider: str) -> Upstream | None:
+        return self.config.openai if provider == "openai" else self.config.anthropic
+
+    async def handle(self, request: Request) -> Response:
+        request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+        surface = _SURFACES[request.url.path]
+        upstream = self._upstream(surface.provider)
+        if upstream is None:
+            return problem(
+                404,
+                "provider_not_configured",
+                "Not configured",
+                f"This gateway has no upstream for {surface.provider}.",
+                request_id,
+            )
+        raw = await _body(request)
+        if raw is None:
+            return problem(
+                413,
+                "request_too_large",
+                "Request too large",
+                f"A model request is at most {limits.gateway_request_body_bytes_max} bytes.",
+                request_id,
+            )
+        # One transaction finds the key and prices the call; `open` ends it.
+        session = self.ctx.sessions()
+        try:
+            caller = await self.billing.authenticate(session, _secret(request))
+            if caller is None:
+                return problem(
+                    401,
+                    "invalid_gateway_key",
+                    "Unauthorized",
+                    "Send a gateway key (bf_gk_…) as the API key.",
+                    request_id,
+                )
+            try:
+                params = json.loads(raw) if raw else {}
+            except ValueError:
+                params = None
+            if not isinstance(params, dict):
+                return problem(
+                    400, "malformed_json", "Bad request", "The body is a JSON object.", request_id
+                )
+            estimate = surface.estimator(params)
+            streaming = params.get("stream") is True
+            hide_usage = False
+            if streaming and estimate.api == "chat":
+                options_given = params.get("stream_options")
+                stream_options = dict(options_given) if isinstance(options_given, dict) else {}
+                hide_usage = stream_options.get("include_usage") is not True
+                params["stream_options"] = stream_options | {"include_usage": True}
+                raw = json.dumps(params).encode()
+            tags = _tags(request, caller)
+            if tags is None:
+                return problem(
+                    400,
+                    "invalid_tags",
+                    "Bad request",
+                    "X-Billfold-Tags is a JSON object of names the usage event does not "
+                    "set itself.",
+                    request_id,
+                )
+            options = self.billing.options(caller, tags, self.config.on_provider_error)
+            logical_key = request.headers.get("idempotency-key")
+            try:
+                opened = await self.billing.open(
+                    caller, options, estimate, logical_key, request_id, session
+                )
+            except AuthorizationDeclined as declined:
+                return problem(
+                    402,
+                    declined.code,
+                    "Payment required",
+                    f"The customer's wallet cannot cover this call ({declined.code}).",
+                    request_id,
+                )
+            except BillfoldError as exc:
+                return problem(exc.status, exc.code, exc.title, exc.detail, request_id)
+        finally:
+            await session.close()
+        upstream_request = self.http.build_request(
+            "POST",
+            origin(upstream.base_url) + request.url.path,
+            content=raw,
+            headers=_upstream_headers(surface.provider, upstream, request, request_id),
+        )
+        try:
+            answer = await self.http.send(upstream_request, stream=streaming)
+        except httpx.HTTPError as exc:
+            await self._failed(caller, options, opened, logical_key, None)
+            return problem(
+                502,
+                "upstream_unreachable",
+                "Bad gateway",
+                f"The provider could not be reached: {type(exc).__name__}.",
+                request_id,
+            )
+        if not streaming or answer.status_code >= 300:
+            return await self._whole(caller, options, opened, answer, request_id, logical_key)
+        return _RelayResponse(
+            self._relay(caller, options, opened, answer, hide_usage),
+            status_code=answer.status_code,
+            headers={"x-request-id": request_id, "cache-control": "no-cache"},
+            media_type=answer.headers.get("content-type", "text/event-stream"),
+        )
+
+    async def _whole(
+        self,
+        caller: Caller,
+        options: Options,
+        opened: Opened,
+        answer: httpx.Response,
+        request_id: str,
+        logical_key: str | None,
+    ) -> Response:
+        try:
+            content = await answer.aread()
+        except httpx.HTTPError:
+            await answer.aclose()
+            await self._failed(caller, options, opened, logical_key, None)
+            return problem(
+                502,
+                "upstream_dropped",
+                "Bad gateway",
+                "The provider's answer broke off.",
+                request_id,
+            )
+        if answer.status_code >= 300:
+            await self._failed(caller, options, opened, logical_key, answer.status_code)
+        else:
+            try:
+                document = json.loads(content)
+            except ValueError:
+                document = None
+            if isinstance(document, dict):
+                opened.tracker.response(document)
+            # After the answer, off its path: the hold already bounds the charge.
+            self._spawn(self.billing.settle(caller, options, opened))
+        return Response(
+            content,
+            answer.status_code,
+            headers={"x-request-id": request_id},
+            media_type=answer.headers.get("content-type", "application/json"),
+        )
+
+    async def _relay(
+        self,
+        caller: Caller,
+        options: Options,
+        opened: Opened,
+        answer: httpx.Response,
+        hide_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        events = _sse_events(answer)
+        finished = False
+        try:
+            async for block, document in events:
+                if document is not None:
+                    opened.tracker.event(document)
+                    if hide_usage and not document.get("choices") and document.get("usage"):
+                        continue
+                yield block
+            finished = True
+        except httpx.HTTPError:
+            # The provider's stream broke off: bill what it showed, and tell
+            # the client in the provider's own terms (its SDK raises on it).
+            finished = True
+            yield _stream_error(opened.tracker.estimate.provider)
+        finally:
+            # Settling runs detached from the request: a client that leaves
+            # (even just after the last event) cancels the request's scope,
+            # and the call must be settled all the same. A client that left
+            # mid-stream: keep reading the provider's stream (it bills us) for
+            # its final usage, then settle.
+            self._spawn(self._drain(caller, options, opened, answer, None if finished else events))
+
+    async def _drain(
+        self,
+        caller: Caller,
+        options: Options,
+        opened: Opened,
+        answer: httpx.Response,
+        events: AsyncIterator[tuple[bytes, dict[str, Any] | None]] | None,
+    ) -> None:
+        try:
+            if events is not None:
+                async with asyncio.timeout(DRAIN_AFTER_DISCONNECT_S):
+                    async for _, document in events:
+                        if document is not None:
+                            opened.tracker.event(document)
+        except (httpx.HTTPError, TimeoutError, RuntimeError):
+            pass
+        finally:
+            with contextlib.suppress(httpx.HTTPError):
+                await answer.aclose()
+            await self.billing.settle(caller, options, opened)
+
+
+def _stream_error(provider: str) -> bytes:
+    error = {
+        "type": "upstream_dropped",
+        "code": "upstream_dropped",
+        "message": "The provider's stream broke off.",
+    }
+    if provider == "anthropic":
+        return (
+            b"event: error\ndata: "
+            + json.dumps({"type": "error", "error": error}).encode()
+            + b"\n\n"
+        )
+    return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+
+
+class _RelayResponse(StreamingResponse):
+    """A stream whose generator is always closed when the answer ends, the
+    client's disconnect included, so that its `finally` settles the call at
+    once rather than whenever the abandoned generator is collected."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                await body.aclose()
+
+
+async def _sse_events(
+    answer: httpx.Response,
+) -> AsyncIterator[tuple[bytes, dict[str, Any] | None]]:
+    """Each SSE event as its raw bytes and its parsed `data` (None if not JSON)."""
+    buffer = b""
+    async for chunk in answer.aiter_raw():
+        buffer += chunk
+        while True:
+            cut = buffer.find(b"\n\n")
+            if cut < 0:
+                break
+            block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+            yield block, _data_of(block)
+    if buffer.strip():
+        yield buffer, _data_of(buffer)
+
+
+def _data_of(block: bytes) -> dict[str, Any] | None:
+    lines = [line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:")]
+    if not lines:
+        return None
+    try:
+        document = json.loads(b"\n".join(lines))
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def create_gateway_app(ctx: AppContext, config: GatewayConfig) -> Starlette:
+    gateway = Gateway(ctx, config)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    routes = [Route("/healthz", healthz, methods=["GET"])]
+    routes += [Route(path, gateway.handle, methods=["POST"]) for path in _SURFACES]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,269 @@
+"""The gateway's billing steps, in process against the database: the same
+authorization (wallet writer) and the same event ingestion (metering service)
+that `POST /v1/authorizations` and `POST /v1/events` run, with the bodies the
+SDK wrappers send (`billfold.llm._billing`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold import limits
+from billfold.api.context import AppContext
+from billfold.assets.amounts import AssetInfo, parse_amount
+from billfold.assets.service import get_asset
+from billfold.authorizations.repository import AuthorizationRepository
+from billfold.authorizations.service import AuthorizeRequest, IdempotencyRef, ResolveRequest
+from billfold.errors import InvalidRequest
+from billfold.gateway import service as gateway_keys
+from billfold.gateway.models import GatewayKey
+from billfold.idempotency import service as idempotency
+from billfold.llm._billing import (
+    AuthorizationDeclined,
+    Opened,
+    Options,
+    authorization_body,
+    charged_input_data,
+    new_call_id,
+    settled_data,
+    usage_event,
+)
+from billfold.llm._estimate import Estimate
+from billfold.llm._usage import Tracker
+from billfold.metering import service as metering
+from billfold.metering import values
+from billfold.organizations.service import Principal
+from billfold.realtime.service import estimate_event
+
+logger = logging.getLogger("billfold.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Whose wallet a gateway call bills."""
+
+    organization_id: str
+    customer_id: str
+    gateway_key_id: str
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(organization_id=self.organization_id, api_key_id=self.gateway_key_id)
+
+
+class LocalBilling:
+    def __init__(self, ctx: AppContext, *, hold_amount: str | None, asset: str, ttl_s: int) -> None:
+        self._pending: dict[str, list[tuple[dict[str, Any], str, asyncio.Future[None]]]] = {}
+        self._flushers: dict[str, asyncio.Task[None]] = {}
+        self.ctx = ctx
+        self.hold_amount = hold_amount
+        self.asset = asset
+        self.ttl_s = ttl_s
+
+    def options(self, caller: Caller, tags: dict[str, Any], on_provider_error: str) -> Options:
+        return Options(
+            customer=caller.customer_id,
+            tags=tags,
+            hold_amount=self.hold_amount,
+            asset=self.asset,
+            ttl_s=self.ttl_s,
+            on_provider_error="charge_input" if on_provider_error == "charge_input" else "release",
+        )
+
+    async def authenticate(self, session: AsyncSession, secret: str | None) -> Caller | None:
+        key: GatewayKey | None = await gateway_keys.authenticate(session, secret)
+        if key is None:
+            return None
+        return Caller(key.organization_id, key.customer_id, key.id)
+
+    async def open(
+        self,
+        caller: Caller,
+        options: Options,
+        estimate: Estimate,
+        logical_key: str | None,
+        request_id: str | None,
+        session: AsyncSession,
+    ) -> Opened:
+        """Hold the call's worst case; raises AuthorizationDeclined. Prices it
+        in `session` (the one that found the key: a transaction saved), which
+        it then ends, so no connection idles while the wallet's batch runs."""
+        call_id = (
+            new_call_id()
+            if logical_key is None
+            else f"llm_gw_{caller.gateway_key_id}_{logical_key[:100]}"
+        )
+        body = authorization_body(options, estimate, call_id)
+        try:
+            if "amount" in body:
+                asset = await get_asset(session, caller.organization_id, body["asset"])
+                amount_minor = parse_amount(asset, body["amount"], field="amount")
+            else:
+                asset, amount_minor = await self._estimated(session, caller, body["estimate"])
+            await session.commit()
+        finally:
+            await session.close()
+        # Only a client's own Idempotency-Key can make two requests one call;
+        # a random call id needs no claim (that would cost queries per call).
+        ref = (
+            None
+            if logical_key is None
+            else IdempotencyRef(
+                key=f"{call_id}:hold",
+                fingerprint=idempotency.fingerprint(
+                    "POST", "/v1/authorizations", json.dumps(body, sort_keys=True).encode()
+                ),
+                method="POST",
+                path="/v1/authorizations",
+            )
+        )
+        answer = await self.ctx.wallet_writer.submit(
+            AuthorizeRequest(
+                organization_id=caller.organization_id,
+                customer_id=caller.customer_id,
+                asset=asset,
+                amount_minor=amount_minor,
+                ttl_s=options.ttl_s,
+                metadata=body["metadata"],
+                idempotency=ref,
+                request_id=request_id,
+            )
+        )
+        document = json.loads(answer.body)
+        if answer.status != 200 or document.get("status") != "authorized":
+            code = document.get("decline_code") or document.get("code") or "declined"
+            raise AuthorizationDeclined(str(code), request_id, document)
+        return Opened(call_id, document["id"], Tracker(estimate))
+
+    async def _estimated(
+        self, session: AsyncSession, caller: Caller, estimate: dict[str, Any]
+    ) -> tuple[AssetInfo, int]:
+        """The same rating of the worst-case event `POST /v1/authorizations`
+        does for an `estimate`."""
+        data = values.sanitize(estimate["data"], "estimate.data")
+        rated = await estimate_event(
+            session,
+            caller.organization_id,
+            caller.customer_id,
+            estimate["event_type"],
+            data,
+            self.ctx.clock.now(),
+        )
+        if rated.unpriced is not None and rated.unpriced.policy == "block":
+            # As `POST /v1/authorizations` answers: an unknown model is never free.
+            raise AuthorizationDeclined(rated.unpriced.reason, None, {"status": "declined"})
+        if not rated.priced:
+            raise InvalidRequest(
+                "No real-time price of this customer counts model calls, so the gateway "
+                "cannot hold their cost. Price the usage events, or run the gateway with "
+                "--hold-amount.",
+                code="estimate_not_priced",
+                status=422,
+            )
+        if self.asset in rated.fees:
+            return rated.fees[self.asset]
+        if len(rated.fees) == 1:
+            return next(iter(rated.fees.values()))
+        raise InvalidRequest(
+            f"Model calls are priced in several assets; none is {self.asset}.",
+            code="estimate_asset_ambiguous",
+            status=422,
+        )
+
+    async def settle(self, caller: Caller, options: Options, opened: Opened) -> None:
+        if opened.done:
+            return
+        opened.done = True
+        await self._ingest(caller, options, opened, settled_data(options, opened.tracker))
+
+    async def fail(self, caller: Caller, options: Options, opened: Opened) -> None:
+        if opened.done:
+            return
+        opened.done = True
+        if options.on_provider_error == "charge_input":
+            await self._ingest(caller, options, opened, charged_input_data(options, opened.tracker))
+            return
+        async with self.ctx.sessions() as session:
+            hold = await AuthorizationRepository(session, caller.organization_id).get(
+                opened.authorization_id
+            )
+            assert hold is not None, opened.authorization_id
+            asset = await get_asset(session, caller.organization_id, hold.asset_code)
+            await session.commit()
+        answer = await self.ctx.wallet_writer.submit(
+            ResolveRequest(
+                organization_id=caller.organization_id,
+                customer_id=caller.customer_id,
+                asset=asset,
+                authorization_id=opened.authorization_id,
+                action="release",
+                amount_minor=None,
+                idempotency=None,
+            )
+        )
+        if answer.status != 200:
+            logger.error("could not release %s: %s", opened.authorization_id, answer.body[:300])
+
+    async def _ingest(
+        self, caller: Caller, options: Options, opened: Opened, data: dict[str, Any]
+    ) -> None:
+        """Queue the call's usage event; it is ingested with the others queued
+        within `limits.gateway_settle_linger_s` in one transaction (one lock of the wallet,
+        one commit), which costs far less than one each. Returns once committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        event = usage_event(options, opened, data, self.ctx.clock.now())
+        queue = self._pending.setdefault(caller.organization_id, [])
+        queue.append((event, opened.call_id, done))
+        if caller.organization_id not in self._flushers:
+            flusher = asyncio.create_task(self._flush(caller.organization_id, caller.principal))
+            self._flushers[caller.organization_id] = flusher
+        await asyncio.shield(done)
+
+    async def _flush(self, organization_id: str, principal: Principal) -> None:
+        try:
+            queue = self._pending[organization_id]
+            while True:
+                # Linger before every batch, the first and those that follow
+                # one: events gather while a batch commits, and go together.
+                await asyncio.sleep(limits.gateway_settle_linger_s)
+                if not queue:
+                    break
+                batch = queue[: limits.events_per_batch_max]
+                del queue[: limits.events_per_batch_max]
+                await self._ingest_batch(principal, batch)
+        finally:
+            # No await between the emptiness check and this: a later event
+            # either joined the batch or starts a new flusher.
+            del self._flushers[organization_id]
+            if not self._pending.get(organization_id):
+                self._pending.pop(organization_id, None)
+
+    async def _ingest_batch(
+        self, principal: Principal, batch: list[tuple[dict[str, Any], str, asyncio.Future[None]]]
+    ) -> None:
+        try:
+            async with self.ctx.sessions() as session:
+                outcome = await metering.ingest(
+                    session,
+                    self.ctx.clock,
+                    principal,
+                    [event for event, _, _ in batch],
+                    backfill_window_s=self.ctx.settings.event_backfill_window_s,
+                )
+                await session.commit()
+        except Exception:
+            # The holds stay until they expire (releasing everything): logged
+            # loudly, since those calls then go unbilled.
+            logger.exception("could not settle %d calls", len(batch))
+            outcome = None
+        for index, (_, call_id, done) in enumerate(batch):
+            if outcome is not None and outcome.results[index].status == "rejected":
+                result = outcome.results[index]
+                logger.error("usage event %s rejected: %s %s", call_id, result.code, result.detail)
+            if not done.done():
+                done.set_result(None)

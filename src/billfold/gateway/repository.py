@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.gateway.models import GatewayKey
+
+
+class GatewayKeyRepository:
+    def __init__(self, session: AsyncSession, organization_id: str) -> None:
+        self.session = session
+        self.organization_id = organization_id
+
+    async def add(self, key: GatewayKey) -> None:
+        assert key.organization_id == self.organization_id
+        self.session.add(key)
+        await self.session.flush()
+
+    async def get(self, customer_id: str, key_id: str) -> GatewayKey | None:
+        return await self.session.scalar(
+            sa.select(GatewayKey).where(
+                GatewayKey.organization_id == self.organization_id,
+                GatewayKey.customer_id == customer_id,
+                GatewayKey.id == key_id,
+            )
+        )
+
+    async def count_active(self, customer_id: str) -> int:
+        count = await self.session.scalar(
+            sa.select(sa.func.count()).where(
+                GatewayKey.organization_id == self.organization_id,
+                GatewayKey.customer_id == customer_id,
+                GatewayKey.revoked_at.is_(None),
+            )
+        )
+        return int(count or 0)
+
+    async def list_page(
+        self, customer_id: str, limit: int, starting_after: str | None
+    ) -> list[GatewayKey]:
+        query = sa.select(GatewayKey).where(
+            GatewayKey.organization_id == self.organization_id,
+            GatewayKey.customer_id == customer_id,
+        )
+        if starting_after is not None:
+            query = query.where(GatewayKey.id < starting_after)
+        rows = await self.session.scalars(query.order_by(GatewayKey.id.desc()).limit(limit))
+        return list(rows)
+
+    async def revoke(self, key: GatewayKey, at: datetime) -> None:
+        key.revoked_at = at
+        await self.session.flush()
+
+
+async def find_active_by_hash(session: AsyncSession, key_hash: str) -> GatewayKey | None:
+    """The gateway's one lookup before the organization is known."""
+    return await session.scalar(
+        sa.select(GatewayKey).where(
+            GatewayKey.key_hash == key_hash, GatewayKey.revoked_at.is_(None)
+        )
+    )

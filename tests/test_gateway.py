@@ -1,0 +1,272 @@
+"""`billfold gateway`'s app: the official openai and anthropic SDKs pointed at
+it with gateway keys, a fake provider behind it, a real Billfold API beside it.
+
+Prices as in tests/test_llm_wrap.py: an input token 1,000,000 minor units of
+USD, an output token 2,000,000.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from billfold import Billfold
+from billfold.gateway.app import GatewayConfig, Upstream, origin
+from tests.live import free_port
+from tests.llm_support import (
+    ANTHROPIC_INPUT,
+    TEXT_PARTS,
+    FakeUpstream,
+    ThreadServer,
+    billfold_server,
+    fake_upstream,
+    holds,
+    llm_customer,
+    usage_events,
+)
+
+IN = 1_000_000
+OUT = 2_000_000
+HI = [{"role": "user", "content": "hi"}]
+
+
+@dataclass
+class Gate:
+    database_url: str
+    upstream: FakeUpstream
+    server: ThreadServer
+    billfold: Billfold
+    key: str
+    key_id: str
+    made: list[Any] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        assert self.server.gateway_url is not None
+        return self.server.gateway_url
+
+    def openai(self, key: str | None = None) -> openai.OpenAI:
+        client = openai.OpenAI(api_key=key or self.key, base_url=self.url + "/v1", max_retries=0)
+        self.made.append(client)
+        return client
+
+    def anthropic(self, key: str | None = None) -> anthropic.Anthropic:
+        client = anthropic.Anthropic(api_key=key or self.key, base_url=self.url, max_retries=0)
+        self.made.append(client)
+        return client
+
+    def settled(self, count: int) -> list[tuple[str, int, int, int]]:
+        """The holds, once `count` of them are resolved (settling after a
+        client left runs on after its answer)."""
+        deadline = time.monotonic() + 30
+        while True:
+            rows = holds(self.database_url)
+            if sum(row[0] != "authorized" for row in rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _gate(database_url: str, upstream: FakeUpstream, config: GatewayConfig) -> Iterator[Gate]:
+    with (
+        billfold_server(database_url, gateway=config) as server,
+        Billfold(server.api_key, base_url=server.base_url) as client,
+    ):
+        customer = llm_customer(client)
+        issued = client.customers.gateway_keys.create(customer, name="app")
+        gate = Gate(database_url, upstream, server, client, issued["key"], issued["id"])
+        yield gate
+        for model_client in gate.made:
+            model_client.close()
+
+
+@pytest.fixture
+def gate(database_url: str) -> Iterator[Gate]:
+    with fake_upstream() as upstream:
+        config = GatewayConfig(
+            openai=Upstream(upstream.base_url + "/v1", "sk-operator-openai"),
+            anthropic=Upstream(upstream.base_url, "sk-operator-anthropic"),
+        )
+        with _gate(database_url, upstream, config) as made:
+            yield made
+
+
+def test_health_and_upstream_origins(gate: Gate) -> None:
+    assert httpx.get(gate.url + "/healthz").json() == {"status": "ok"}
+    assert origin("https://api.openai.com/v1/") == "https://api.openai.com"
+    assert origin("https://api.anthropic.com") == "https://api.anthropic.com"
+
+
+def test_a_chat_call_is_forwarded_with_the_operators_key_and_settled(gate: Gate) -> None:
+    answer = gate.openai().chat.completions.create(model="gpt-4o", messages=HI, max_tokens=5)
+    assert answer.choices[0].message.content == "Hello from the fake upstream"
+    [seen] = gate.upstream.requests
+    assert seen.headers["authorization"] == "Bearer sk-operator-openai"
+    assert gate.key not in str(seen.headers)
+    [hold] = gate.settled(1)
+    assert hold[0] == "captured"
+    assert hold[2] == 12 * IN + 5 * OUT
+    [data] = usage_events(gate.database_url)
+    assert data["gateway_key_id"] == gate.key_id
+    assert (data["input_tokens"], data["output_tokens"], data["usage_source"]) == (
+        12,
+        5,
+        "provider",
+    )
+
+
+def test_tags_from_a_header_reach_the_usage_event(gate: Gate) -> None:
+    client = gate.openai()
+    client.chat.completions.create(
+        model="gpt-4o", messages=HI, extra_headers={"X-Billfold-Tags": '{"feature": "search"}'}
+    )
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o", messages=HI, extra_headers={"X-Billfold-Tags": '{"model": "x"}'}
+        )
+    assert refused.value.code == "invalid_tags"
+    gate.settled(1)
+    [data] = usage_events(gate.database_url)
+    assert data["feature"] == "search"
+    assert gate.upstream.count() == 1
+
+
+def test_streams_pass_through_with_usage_forced_and_hidden(gate: Gate) -> None:
+    chunks = list(gate.openai().chat.completions.create(model="gpt-4o", messages=HI, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "".join(TEXT_PARTS)
+    assert all(chunk.choices for chunk in chunks)
+    assert gate.upstream.requests[0].body["stream_options"] == {"include_usage": True}
+    [hold] = gate.settled(1)
+    assert hold[2] == 12 * IN + 7 * OUT
+
+
+def test_every_surface_speaks_its_wire_format(gate: Gate) -> None:
+    client = gate.openai()
+    assert client.responses.create(model="gpt-4.1", input="hi", max_output_tokens=3).output_text
+    events = list(client.responses.create(model="gpt-4.1", input="hi", stream=True))
+    assert events[-1].type == "response.completed"
+    assert len(client.embeddings.create(model="text-embedding-3-small", input=["a", "b"]).data) == 2
+    claude = gate.anthropic()
+    message = claude.messages.create(model="claude-sonnet-4-6", max_tokens=100, messages=HI)
+    assert message.usage.output_tokens == 7
+    with claude.messages.stream(model="claude-sonnet-4-6", max_tokens=3, messages=HI) as stream:
+        assert stream.get_final_text() == "Hello from the"
+    assert gate.upstream.requests[-1].headers["x-api-key"] == "sk-operator-anthropic"
+    total_input = sum(ANTHROPIC_INPUT.values())
+    assert [row[2] for row in gate.settled(5)] == [
+        12 * IN + 3 * OUT,
+        12 * IN + 7 * OUT,
+        2 * IN,
+        total_input * IN + 7 * OUT,
+        total_input * IN + 3 * OUT,
+    ]
+
+
+def test_a_declined_call_is_a_402_the_sdks_raise(gate: Gate) -> None:
+    poor = llm_customer(gate.billfold, "poor", funds="0.01")
+    key = gate.billfold.customers.gateway_keys.create(poor)["key"]
+    with pytest.raises(openai.APIStatusError) as raised:
+        gate.openai(key).chat.completions.create(model="gpt-4o", messages=HI)
+    assert raised.value.status_code == 402
+    # The SDK shows the `error` member; the whole answer is an RFC 9457 problem.
+    assert raised.value.code == "insufficient_funds"
+    problem = raised.value.response.json()
+    assert (problem["status"], problem["code"]) == (402, "insufficient_funds")
+    assert problem["type"].endswith("/insufficient_funds")
+    assert raised.value.response.headers["content-type"] == "application/problem+json"
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        gate.anthropic(key).messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=HI)
+    assert refused.value.status_code == 402
+    assert gate.upstream.count() == 0
+
+
+def test_an_unknown_model_is_never_free(gate: Gate) -> None:
+    gate.billfold.llm.update_settings(unknown_model_policy="block")
+    with pytest.raises(openai.APIStatusError) as raised:
+        gate.openai().chat.completions.create(model="mystery-model", messages=HI)
+    assert raised.value.status_code == 402
+    assert raised.value.code == "unknown_model"
+    assert gate.upstream.count() == 0
+
+
+def test_unknown_and_revoked_keys_are_refused(gate: Gate) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        gate.openai("bf_gk_nope").chat.completions.create(model="gpt-4o", messages=HI)
+    gate.billfold.customers.gateway_keys.revoke("ext:acme", gate.key_id)
+    with pytest.raises(anthropic.AuthenticationError):
+        gate.anthropic().messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=HI)
+    assert gate.upstream.count() == 0
+    assert holds(gate.database_url) == []
+
+
+def test_a_provider_error_is_passed_on_and_releases_the_hold(gate: Gate) -> None:
+    with pytest.raises(openai.RateLimitError):
+        gate.openai().chat.completions.create(model="gpt-4o-error-429", messages=HI)
+    with pytest.raises(anthropic.InternalServerError):
+        gate.anthropic().messages.create(model="claude-error-500", max_tokens=10, messages=HI)
+    assert [row[0] for row in gate.settled(2)] == ["released", "released"]
+    assert usage_events(gate.database_url) == []
+
+
+def test_retries_named_by_an_idempotency_key_stay_under_one_hold(gate: Gate) -> None:
+    gate.upstream.fail_next = [500, 429]
+    client = openai.OpenAI(api_key=gate.key, base_url=gate.url + "/v1", max_retries=2)
+    gate.made.append(client)
+    answer = client.chat.completions.create(
+        model="gpt-4o", messages=HI, max_tokens=5, extra_headers={"Idempotency-Key": "call-1"}
+    )
+    assert answer.choices[0].message.content
+    assert gate.upstream.count() == 3
+    [hold] = gate.settled(1)
+    assert hold[0] == "captured"
+    assert hold[2] == 12 * IN + 5 * OUT
+
+
+def test_a_provider_stream_that_breaks_off_settles_on_an_estimate(gate: Gate) -> None:
+    with pytest.raises(openai.APIError):
+        list(gate.openai().chat.completions.create(model="gpt-4o-drop", messages=HI, stream=True))
+    [hold] = gate.settled(1)
+    assert hold[0] == "captured"
+    assert hold[2] > 0
+    [data] = usage_events(gate.database_url)
+    assert data["usage_source"] == "estimated"
+
+
+def test_a_client_that_leaves_mid_stream_pays_what_the_provider_reports(gate: Gate) -> None:
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 100, "messages": HI, "stream": True}
+    headers = {"x-api-key": gate.key, "anthropic-version": "2023-06-01"}
+    with (
+        httpx.Client() as http,
+        http.stream("POST", gate.url + "/v1/messages", json=body, headers=headers) as answer,
+    ):
+        assert answer.status_code == 200
+        first = next(answer.iter_raw())
+        assert b"message_start" in first
+    # The gateway drained the provider's stream after the client left.
+    [hold] = gate.settled(1)
+    assert hold[0] == "captured"
+    assert hold[2] > 0
+    [data] = usage_events(gate.database_url)
+    assert data["input_tokens"] == sum(ANTHROPIC_INPUT.values())
+    assert data["output_tokens"] >= 1
+
+
+def test_an_unreachable_provider_is_a_502_and_releases(database_url: str) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with fake_upstream() as upstream:
+        config = GatewayConfig(openai=Upstream(dead, None), anthropic=None)
+        with _gate(database_url, upstream, config) as gate:
+            with pytest.raises(openai.APIStatusError) as raised:
+                gate.openai().chat.completions.create(model="gpt-4o", messages=HI)
+            assert raised.value.status_code == 502
+            assert [row[0] for row in gate.settled(1)] == ["released"]
+            with pytest.raises(anthropic.NotFoundError):
+                gate.anthropic().messages.create(model="c", max_tokens=1, messages=HI)

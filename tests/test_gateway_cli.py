@@ -1,0 +1,100 @@
+"""`billfold gateway` as a user runs it: its own process (granian), the
+database from BILLFOLD_DATABASE_URL, provider keys from OPENAI_API_KEY and
+ANTHROPIC_API_KEY, the official SDKs pointed at it."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from billfold import Billfold
+from tests.live import BIN, ROOT, billfold, create_org, free_port, server_env, servers
+from tests.llm_support import fake_upstream, holds, llm_customer
+
+HI = [{"role": "user", "content": "hi"}]
+READY_TIMEOUT_S = 60
+
+
+@contextlib.contextmanager
+def gateway_process(database_url: str, *args: str) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "billfold"), "gateway", "--port", str(port), *args],
+        env=server_env(
+            database_url, OPENAI_API_KEY="sk-operator-openai", ANTHROPIC_API_KEY="sk-operator-an"
+        ),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "billfold gateway did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(30)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_the_gateway_command_serves_both_providers(database_url: str) -> None:
+    api_key = create_org(database_url)
+    with fake_upstream() as upstream, servers(database_url) as [api]:
+        with Billfold(api_key, base_url=api.base_url) as client:
+            customer = llm_customer(client)
+            key = client.customers.gateway_keys.create(customer)["key"]
+        with gateway_process(
+            database_url,
+            "--upstream-openai",
+            upstream.base_url,
+            "--upstream-anthropic",
+            upstream.base_url,
+        ) as url:
+            with openai.OpenAI(api_key=key, base_url=url + "/v1", max_retries=0) as chat:
+                parts = chat.chat.completions.create(model="gpt-4o", messages=HI, stream=True)
+                assert "".join(p.choices[0].delta.content or "" for p in parts)
+            with anthropic.Anthropic(api_key=key, base_url=url, max_retries=0) as claude:
+                answer = claude.messages.create(
+                    model="claude-sonnet-4-6", max_tokens=10, messages=HI
+                )
+                assert answer.content
+            heads = [seen.headers for seen in upstream.requests]
+            assert heads[0]["authorization"] == "Bearer sk-operator-openai"
+            assert heads[1]["x-api-key"] == "sk-operator-an"
+        # Stopping the gateway lets it finish settling what it answered.
+        assert [row[0] for row in holds(database_url)] == ["captured", "captured"]
+
+
+def test_the_gateway_command_needs_an_upstream(database_url: str) -> None:
+    done = billfold(database_url, "gateway", "--port", str(free_port()))
+    assert done.returncode != 0
+    assert "--upstream-openai" in done.stderr
+
+
+@pytest.mark.parametrize("policy", ["never"])
+def test_the_gateway_command_checks_its_policy(database_url: str, policy: str) -> None:
+    done = billfold(
+        database_url, "gateway", "--upstream-openai", "http://x", "--on-provider-error", policy
+    )
+    assert done.returncode != 0
+    assert "charge_input" in done.stderr
