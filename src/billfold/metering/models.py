@@ -71,3 +71,45 @@ class Meter(Base):
     filters: Mapped[dict[str, Any]]
     group_by: Mapped[list[str]] = mapped_column(sa.JSON)
     created_at: Mapped[datetime]
+
+
+# Rollup value columns: exact numbers. PostgreSQL adds `numeric` in SQL;
+# SQLite has no exact decimal (a NUMERIC column would turn "0.1" into a
+# float), so there they are canonical decimal text, added up in Python.
+RollupNumber = sa.Text().with_variant(sa.Numeric(), "postgresql")
+
+
+class UsageRollup(Base):
+    """count, sum, min and max of one meter's events per customer, UTC hour
+    and group, kept exact in the transaction that accepts the events (and
+    built from the stored events when the meter is created).
+
+    Usage queries read whole hours here and only the partial hours at the
+    edges of their range from `events`. unique_count and latest are not
+    rolled up: they always scan the events.
+    """
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (
+        # Queries name the organization, the meter, usually one customer, and
+        # a range of hours: the key is that index.
+        sa.PrimaryKeyConstraint(
+            "organization_id", "meter_id", "customer_id", "hour", "group_values"
+        ),
+    )
+
+    organization_id: Mapped[str] = mapped_column(sa.String(40), sa.ForeignKey("organizations.id"))
+    meter_id: Mapped[str] = mapped_column(sa.String(40), sa.ForeignKey("meters.id"))
+    customer_id: Mapped[str] = mapped_column(sa.String(40))
+    # The start of the UTC hour.
+    hour: Mapped[datetime]
+    # A JSON array of the text of each of the meter's group_by values, in the
+    # meter's order (null where an event has none): '["gpt-4o",null]'.
+    group_values: Mapped[str] = mapped_column(sa.Text())
+    # Events that passed the meter's filters.
+    event_count: Mapped[int] = mapped_column(sa.BigInteger())
+    # Of the numbers at the meter's field (none for count): 0, null and null
+    # when no event had one.
+    value_sum: Mapped[Any] = mapped_column(RollupNumber, nullable=False)
+    value_min: Mapped[Any] = mapped_column(RollupNumber, nullable=True)
+    value_max: Mapped[Any] = mapped_column(RollupNumber, nullable=True)

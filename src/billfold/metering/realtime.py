@@ -44,8 +44,9 @@ async def on_events_accepted(
 
     Each event is rated under the customer's `billing: real_time` prices and
     debited from the wallet through the ledger (or settles the hold named by
-    `authorization_id`); see `billfold.realtime.service`. Returns what each
-    accepted event's answer adds (`fees`), keyed by event id.
+    `authorization_id`); see `billfold.realtime.service`. Its vendor costs
+    (`costs`, `data.llm`) are recorded; see `billfold.costs.service`. Returns
+    what each accepted event's answer adds (`fees`, `costs`), keyed by event id.
 
     What a caller guarantees:
 
@@ -68,7 +69,15 @@ async def on_events_accepted(
     assert all(event.received_at.tzinfo is not None for event in events)
     # Imported here: real-time billing reaches wallets and the catalog, which
     # import metering themselves.
+    from billfold.costs.service import record_event_costs
     from billfold.realtime.service import bill_events
 
     fees = await bill_events(session, clock, organization_id, events)
-    return {event_id: {"fees": event_fees} for event_id, event_fees in fees.items()}
+    costs = await record_event_costs(session, clock, organization_id, events)
+    extras: dict[str, dict[str, Any]] = {}
+    for event in events:
+        extra: dict[str, Any] = {"fees": fees.get(event.id, [])}
+        if event.id in costs:
+            extra["costs"] = costs[event.id]
+        extras[event.id] = extra
+    return extras

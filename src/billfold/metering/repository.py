@@ -7,8 +7,8 @@ which of two concurrent writers of an id wins; the loser's row is simply not
 returned.
 
 Events go in as one statement per batch: on PostgreSQL an `INSERT … SELECT
-FROM unnest(arrays)` (ten array parameters, whatever the batch size), on
-SQLite a multi-row VALUES. `data` travels as canonical JSON text, never
+FROM json_array_elements(rows)` (one JSON parameter, whatever the batch
+size), on SQLite a multi-row VALUES. `data` travels as canonical JSON text, never
 through floats.
 
 Usage is aggregated in SQL: PostgreSQL reads `data` with jsonb functions and
@@ -20,12 +20,18 @@ text to Python, which aggregates with `Decimal`; count and unique_count stay
 in SQL on both. Buckets are UTC calendar hours, days and months
 (`date_trunc(…, 'UTC')` on PostgreSQL, a prefix of the stored ISO text on
 SQLite).
+
+Rollups (`usage_rollups`, see `billfold.metering.rollups`) are added to in
+one statement per batch on PostgreSQL (`INSERT … ON CONFLICT DO UPDATE`,
+`numeric` arithmetic, rows in key order); SQLite reads the rows, adds in
+Python with `Decimal` and writes them back, which its single writer allows.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterator, Sequence
+import json
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,7 +45,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from billfold import limits
 from billfold.db.engine import dialect_of, upsert_insert
 from billfold.metering import values
-from billfold.metering.models import Event, Meter
+from billfold.metering.models import Event, Meter, UsageRollup
 
 # PostgreSQL's reading of `values.numeric_value` for a string.
 _PG_DECIMAL_STRING_RE = r"^-?[0-9]{1,40}(\.[0-9]{1,40})?$"
@@ -48,7 +54,7 @@ _SQLITE_BUCKET_PREFIX = {"hour": 13, "day": 10, "month": 7}
 _SQLITE_BUCKET_FORMAT = {"hour": "%Y-%m-%d %H", "day": "%Y-%m-%d", "month": "%Y-%m"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventRow:
     """An event ready to insert, its JSON already canonical text."""
 
@@ -68,22 +74,19 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-# PostgreSQL: the whole batch as ten arrays, unnested in the order given. One
-# short statement whatever the batch size: no 10,000-parameter text for the
-# driver to parse, and a plan PostgreSQL can cache.
+# PostgreSQL: the whole batch as one JSON array of rows, expanded in the order
+# given. One short statement with three parameters whatever the batch size:
+# PostgreSQL parses the JSON in C, where the driver would otherwise quote
+# every element of ten text arrays in Python, and `data` and `costs` are
+# spliced into it as the canonical text they already are.
 _PG_INSERT_EVENTS = sa.text(
     """
     INSERT INTO events (organization_id, id, customer_id, type, timestamp, data,
                         fingerprint, received_at, authorization_id, costs)
-    SELECT :organization_id, u.id, u.customer_id, u.type, u.timestamp, CAST(u.data AS jsonb),
-           u.fingerprint, :received_at, u.authorization_id, CAST(u.costs AS jsonb)
-    FROM unnest(
-        CAST(:ids AS text[]), CAST(:customer_ids AS text[]), CAST(:types AS text[]),
-        CAST(:timestamps AS timestamptz[]), CAST(:data AS text[]),
-        CAST(:fingerprints AS text[]), CAST(:authorization_ids AS text[]),
-        CAST(:costs AS text[])
-    ) WITH ORDINALITY
-      AS u(id, customer_id, type, timestamp, data, fingerprint, authorization_id, costs, n)
+    SELECT :organization_id, u.row->>0, u.row->>1, u.row->>2, CAST(u.row->>3 AS timestamptz),
+           CAST(u.row->4 AS jsonb), u.row->>5, :received_at, u.row->>6,
+           NULLIF(CAST(u.row->7 AS jsonb), 'null')
+    FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS u(row, n)
     ORDER BY u.n
     ON CONFLICT DO NOTHING
     RETURNING id
@@ -113,26 +116,27 @@ class EventRepository:
             return set()
         ordered = sorted(rows, key=lambda row: row.id)
         if self.postgresql:
-            return await self._insert_unnest(ordered)
+            return await self._insert_json(ordered)
         inserted: set[str] = set()
         for chunk in _chunks(ordered, limits.events_insert_rows_per_statement_max):
             inserted.update(await self._insert_values(chunk))
         return inserted
 
-    async def _insert_unnest(self, rows: Sequence[EventRow]) -> set[str]:
+    async def _insert_json(self, rows: Sequence[EventRow]) -> set[str]:
+        quote = values.quote_json
+        text = ",".join(
+            f"[{quote(row.id)},{quote(row.customer_id)},{quote(row.type)},"
+            f'"{row.timestamp.isoformat()}",{row.data_json},{quote(row.fingerprint)},'
+            f"{'null' if row.authorization_id is None else quote(row.authorization_id)},"
+            f"{row.costs_json or 'null'}]"
+            for row in rows
+        )
         result = await self.session.execute(
             _PG_INSERT_EVENTS,
             {
                 "organization_id": self.organization_id,
                 "received_at": rows[0].received_at,
-                "ids": [row.id for row in rows],
-                "customer_ids": [row.customer_id for row in rows],
-                "types": [row.type for row in rows],
-                "timestamps": [row.timestamp for row in rows],
-                "data": [row.data_json for row in rows],
-                "fingerprints": [row.fingerprint for row in rows],
-                "authorization_ids": [row.authorization_id for row in rows],
-                "costs": [row.costs_json for row in rows],
+                "rows": f"[{text}]",
             },
         )
         return set(result.scalars())
@@ -556,3 +560,396 @@ def _sqlite_number(kind: str | None, text: str | None) -> Decimal | None:
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     # None (a missing group value) sorts first, as NULLS FIRST would.
     return tuple(itertools.chain.from_iterable((item is not None, item or "") for item in key))
+
+
+# --- rollups -------------------------------------------------------------------
+
+#: (meter id, customer id, UTC hour, group values as a JSON array of texts)
+RollupKey = tuple[str, str, datetime, str]
+
+
+@dataclass(slots=True)
+class Rollup:
+    """One rollup row's figures, or what a batch adds to one."""
+
+    event_count: int = 0
+    value_sum: Decimal = Decimal(0)
+    value_min: Decimal | None = None
+    value_max: Decimal | None = None
+
+    def add_event(self, number: Decimal | None) -> None:
+        self.event_count += 1
+        if number is not None:
+            self.value_sum = values.EXACT.add(self.value_sum, number)
+            self.value_min = number if self.value_min is None else min(self.value_min, number)
+            self.value_max = number if self.value_max is None else max(self.value_max, number)
+
+    def merge(self, other: Rollup) -> None:
+        self.event_count += other.event_count
+        self.value_sum = values.EXACT.add(self.value_sum, other.value_sum)
+        for number in (other.value_min, other.value_max):
+            if number is not None:
+                self.value_min = number if self.value_min is None else min(self.value_min, number)
+                self.value_max = number if self.value_max is None else max(self.value_max, number)
+
+    def columns(self, postgresql: bool) -> dict[str, Any]:
+        """The row's value columns as the backend stores them."""
+
+        def stored(number: Decimal | None) -> Decimal | str | None:
+            if number is None or postgresql:
+                return number
+            return values.decimal_text(number)
+
+        return {
+            "event_count": self.event_count,
+            "value_sum": stored(self.value_sum),
+            "value_min": stored(self.value_min),
+            "value_max": stored(self.value_max),
+        }
+
+    @classmethod
+    def of_row(cls, count: int, total: Any, low: Any, high: Any) -> Rollup:
+        def number(value: Any) -> Decimal | None:
+            return None if value is None else Decimal(value)
+
+        return cls(int(count), Decimal(total), number(low), number(high))
+
+
+# PostgreSQL: a batch's rollups as one JSON array of rows, added to what is
+# there in one statement, rows in key order so that two batches touching the
+# same rows lock them in the same order. Numbers travel as JSON strings.
+_PG_ADD_ROLLUPS = sa.text(
+    """
+    INSERT INTO usage_rollups AS r (organization_id, meter_id, customer_id, hour, group_values,
+                                    event_count, value_sum, value_min, value_max)
+    SELECT :organization_id, u.row->>0, u.row->>1, CAST(u.row->>2 AS timestamptz), u.row->>3,
+           CAST(u.row->>4 AS bigint), CAST(u.row->>5 AS numeric), CAST(u.row->>6 AS numeric),
+           CAST(u.row->>7 AS numeric)
+    FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS u(row, n)
+    ORDER BY u.n
+    ON CONFLICT (organization_id, meter_id, customer_id, hour, group_values) DO UPDATE SET
+        event_count = r.event_count + excluded.event_count,
+        value_sum = r.value_sum + excluded.value_sum,
+        value_min = LEAST(r.value_min, excluded.value_min),
+        value_max = GREATEST(r.value_max, excluded.value_max)
+    """
+)
+
+
+class RollupRepository:
+    """Usage rollups of one organization."""
+
+    def __init__(self, session: AsyncSession, organization_id: str) -> None:
+        self.session = session
+        self.organization_id = organization_id
+        self.postgresql = dialect_of(session) == "postgresql"
+
+    async def meters_after_insert(
+        self, loaded: Sequence[Meter], event_types: Collection[str]
+    ) -> list[Meter]:
+        """The meters of these event types, as seen after the events were
+        inserted (`loaded` is what the batch read before).
+
+        PostgreSQL reads them again: a meter committed between that read and
+        the insert built its rollups without this batch's events (see
+        `rebuild`), so the batch must add them itself. SQLite runs the whole
+        batch as one writer (BEGIN IMMEDIATE); nothing can commit in between.
+        """
+        if not self.postgresql:
+            return [meter for meter in loaded if meter.event_type in event_types]
+        return list(
+            await self.session.scalars(
+                sa.select(Meter).where(
+                    Meter.organization_id == self.organization_id,
+                    Meter.event_type.in_(sorted(event_types)),
+                )
+            )
+        )
+
+    async def add(self, rollups: dict[RollupKey, Rollup]) -> None:
+        """Add these figures to the stored rows, creating the missing ones."""
+        if not rollups:
+            return
+        ordered = sorted(rollups.items(), key=lambda item: item[0])
+        if self.postgresql:
+            rows = [
+                [
+                    meter_id,
+                    customer_id,
+                    hour.isoformat(),
+                    group,
+                    rollup.event_count,
+                    values.decimal_text(rollup.value_sum),
+                    None if rollup.value_min is None else values.decimal_text(rollup.value_min),
+                    None if rollup.value_max is None else values.decimal_text(rollup.value_max),
+                ]
+                for (meter_id, customer_id, hour, group), rollup in ordered
+            ]
+            await self.session.execute(
+                _PG_ADD_ROLLUPS,
+                {"organization_id": self.organization_id, "rows": json.dumps(rows)},
+            )
+            return
+        # SQLite has no exact decimal to add in SQL; it also runs one writer
+        # at a time (BEGIN IMMEDIATE), so read, add in Python, write back.
+        for chunk in _chunks(ordered, limits.events_lookup_ids_per_query_max // 4):
+            await self._sqlite_add(dict(chunk))
+
+    async def _sqlite_add(self, rollups: dict[RollupKey, Rollup]) -> None:
+        table = UsageRollup.__table__
+        keys = list(rollups)
+        stored = await self.session.execute(
+            sa.select(
+                table.c.meter_id,
+                table.c.customer_id,
+                table.c.hour,
+                table.c.group_values,
+                table.c.event_count,
+                table.c.value_sum,
+                table.c.value_min,
+                table.c.value_max,
+            ).where(
+                table.c.organization_id == self.organization_id,
+                sa.tuple_(
+                    table.c.meter_id, table.c.customer_id, table.c.hour, table.c.group_values
+                ).in_(keys),
+            )
+        )
+        merged = {
+            key: Rollup(rollup.event_count, rollup.value_sum, rollup.value_min, rollup.value_max)
+            for key, rollup in rollups.items()
+        }
+        for meter_id, customer_id, hour, group, *figures in stored:
+            merged[(meter_id, customer_id, hour, group)].merge(Rollup.of_row(*figures))
+        statement = upsert_insert(self.session, table)
+        statement = statement.on_conflict_do_update(
+            index_elements=[
+                table.c.organization_id,
+                table.c.meter_id,
+                table.c.customer_id,
+                table.c.hour,
+                table.c.group_values,
+            ],
+            set_={
+                name: statement.excluded[name]
+                for name in ("event_count", "value_sum", "value_min", "value_max")
+            },
+        )
+        await self.session.execute(
+            statement,
+            [
+                {
+                    "organization_id": self.organization_id,
+                    "meter_id": meter_id,
+                    "customer_id": customer_id,
+                    "hour": hour,
+                    "group_values": group,
+                    **rollup.columns(False),
+                }
+                for (meter_id, customer_id, hour, group), rollup in merged.items()
+            ],
+        )
+
+    async def rebuild(
+        self,
+        meter: Meter,
+        rollups_of: Callable[
+            [Iterable[Meter], Iterable[tuple[str, str, datetime, dict[str, Any]]]],
+            dict[RollupKey, Rollup],
+        ],
+    ) -> None:
+        """Write a new meter's rollups from the events stored so far.
+
+        PostgreSQL: the events table is locked in SHARE mode first, which
+        waits for every ingest transaction that has inserted events to end
+        and holds new inserts back until this one commits. The aggregate
+        then reads every committed event; an ingest blocked by the lock reads
+        the meters after its insert, so it finds this meter and adds its own
+        events. SQLite writes one transaction at a time, so it needs neither.
+        """
+        assert meter.organization_id == self.organization_id
+        if not self.postgresql:
+            found = await self.session.stream(
+                sa.select(
+                    Event.customer_id,
+                    Event.type,
+                    Event.timestamp,
+                    # The stored text, not the JSON type's floats.
+                    sa.type_coerce(Event.data, sa.Text()),
+                ).where(
+                    Event.organization_id == self.organization_id,
+                    Event.type == meter.event_type,
+                )
+            )
+            rows: list[tuple[str, str, datetime, dict[str, Any]]] = []
+            async for partition in found.partitions(5000):
+                rows.extend(
+                    (customer_id, event_type, timestamp, values.loads(text))
+                    for customer_id, event_type, timestamp, text in partition
+                )
+            await self.add(rollups_of([meter], rows))
+            return
+        await self.session.execute(sa.text("LOCK TABLE events IN SHARE MODE"))
+        usage = UsageRepository(self.session, self.organization_id)
+        groups = [
+            usage._text_at(_path_of(key)).label(f"g{i}") for i, key in enumerate(meter.group_by)
+        ]
+        number = (
+            sa.cast(sa.null(), sa.Numeric())
+            if meter.field is None
+            else usage._pg_number_at(_path_of(meter.field))
+        )
+        hour = sa.func.date_trunc(
+            "hour", Event.timestamp, "UTC", type_=sa.DateTime(timezone=True)
+        ).label("hour")
+        conditions = [
+            Event.organization_id == self.organization_id,
+            Event.type == meter.event_type,
+            *(usage._text_at(_path_of(key)).in_(allowed) for key, allowed in meter.filters.items()),
+        ]
+        keys = [Event.customer_id, hour, *groups]
+        built: dict[RollupKey, Rollup] = {}
+        width = len(groups)
+        grouped = await self.session.stream(
+            sa.select(
+                *keys,
+                sa.func.count(),
+                sa.func.coalesce(sa.func.sum(number), 0),
+                sa.func.min(number),
+                sa.func.max(number),
+            )
+            .where(*conditions)
+            .group_by(*keys)
+        )
+        async for chunk in grouped.partitions(5000):
+            for row in chunk:
+                customer_id, at = str(row[0]), row[1]
+                assert isinstance(at, datetime)
+                group = values.canonical_json(list(row[2 : 2 + width]))
+                key = (meter.id, customer_id, at.astimezone(UTC), group)
+                count, total, low, high = row[2 + width :]
+                assert isinstance(count, int)
+                rollup = Rollup.of_row(count, total, low, high)
+                if key in built:
+                    built[key].merge(rollup)
+                else:
+                    built[key] = rollup
+                if len(built) >= 10_000:
+                    await self.add(built)
+                    built = {}
+        await self.add(built)
+
+    async def aggregate(
+        self,
+        meter: Meter,
+        *,
+        customer_id: str | None,
+        start: datetime,
+        end: datetime,
+        granularity: str | None,
+        positions: Sequence[int],
+    ) -> list[UsageCell]:
+        """One cell per (bucket, group) of the rolled-up hours in [start, end),
+        grouped by the meter's group_by keys at `positions`."""
+        table = UsageRollup.__table__
+        conditions = [
+            table.c.organization_id == self.organization_id,
+            table.c.meter_id == meter.id,
+            table.c.hour >= start,
+            table.c.hour < end,
+        ]
+        if customer_id is not None:
+            conditions.append(table.c.customer_id == customer_id)
+        aggregation = meter.aggregation
+        if self.postgresql:
+            bucket: sa.ColumnElement[Any] = (
+                sa.literal(0, sa.Integer())
+                if granularity is None
+                else sa.func.date_trunc(
+                    granularity, table.c.hour, "UTC", type_=sa.DateTime(timezone=True)
+                )
+            )
+            groups = [
+                sa.cast(table.c.group_values, postgresql.JSONB())
+                .op("->>", return_type=sa.Text())(sa.literal(position, sa.Integer()))
+                .label(f"g{i}")
+                for i, position in enumerate(positions)
+            ]
+            value = {
+                "count": sa.func.sum(table.c.event_count),
+                "sum": sa.func.sum(table.c.value_sum),
+                "min": sa.func.min(table.c.value_min),
+                "max": sa.func.max(table.c.value_max),
+            }[aggregation]
+            keys = [bucket.label("bucket"), *groups]
+            rows = (
+                await self.session.execute(
+                    sa.select(*keys, value)
+                    .where(*conditions)
+                    .group_by(*(key for key in keys))
+                    .limit(limits.usage_rows_max + 1)
+                )
+            ).all()
+            if len(rows) > limits.usage_rows_max:
+                raise TooManyRows
+            return [
+                UsageCell(
+                    bucket=None if granularity is None else row[0].astimezone(UTC),
+                    group=tuple(row[1:-1]),
+                    value=None if row[-1] is None else Decimal(row[-1]),
+                )
+                for row in rows
+            ]
+        # SQLite: the rolled-up rows are few (hours x groups); add them up in
+        # Python, where the decimals are exact.
+        cells: dict[tuple[Any, ...], Rollup] = {}
+        result = await self.session.stream(
+            sa.select(
+                table.c.hour,
+                table.c.group_values,
+                table.c.event_count,
+                table.c.value_sum,
+                table.c.value_min,
+                table.c.value_max,
+            ).where(*conditions)
+        )
+        async for partition in result.partitions(5000):
+            for hour, group_values, *figures in partition:
+                group = json.loads(group_values)
+                key = (
+                    _bucket_floor(hour, granularity),
+                    tuple(group[position] for position in positions),
+                )
+                if key not in cells:
+                    if len(cells) >= limits.usage_rows_max:
+                        await result.close()
+                        raise TooManyRows
+                    cells[key] = Rollup()
+                cells[key].merge(Rollup.of_row(*figures))
+        out = []
+        for (bucket_start, group), rollup in cells.items():
+            number: Decimal | None
+            if aggregation == "count":
+                number = Decimal(rollup.event_count)
+            elif aggregation == "sum":
+                number = rollup.value_sum
+            else:
+                number = rollup.value_min if aggregation == "min" else rollup.value_max
+            out.append(UsageCell(bucket=bucket_start, group=group, value=number))
+        return out
+
+
+def _path_of(dotted: str) -> tuple[str, ...]:
+    segments = values.parse_path(dotted)
+    assert segments is not None, dotted
+    return segments
+
+
+def _bucket_floor(instant: datetime, granularity: str | None) -> datetime | None:
+    if granularity is None:
+        return None
+    instant = instant.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if granularity == "hour":
+        return instant
+    instant = instant.replace(hour=0)
+    return instant if granularity == "day" else instant.replace(day=1)

@@ -28,7 +28,7 @@ computes them exactly.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import hashlib
 import re
 import unicodedata
@@ -44,6 +44,7 @@ from billfold import limits
 from billfold.assets.service import parse_instant
 from billfold.authorizations.repository import AuthorizationRepository
 from billfold.clock import Clock
+from billfold.costs.shape import costs_problem
 from billfold.customers.service import (
     EXTERNAL_REF_PREFIX,
     resolve_customer,
@@ -52,7 +53,7 @@ from billfold.customers.service import (
 )
 from billfold.errors import Conflict, InvalidRequest, LimitExceeded, NotFound
 from billfold.ids import new_id
-from billfold.metering import values
+from billfold.metering import rollups, values
 from billfold.metering.models import Meter
 from billfold.metering.realtime import AcceptedEvent, on_events_accepted
 from billfold.metering.repository import (
@@ -136,20 +137,19 @@ def _validate_event_type(event_type: str, *, field: str) -> str:
 def _fingerprint(
     event: EventIn, timestamp: datetime, data_json: str, costs_json: str | None
 ) -> str:
-    customer = (
-        {"customer_id": event.customer_id}
-        if event.customer_id is not None
-        else {"customer_external_id": event.customer_external_id}
-    )
-    # data and costs are already canonical; splice their text in as it is.
-    head = values.canonical_json(
-        {
-            "id": event.id,
-            **customer,
-            "type": event.type,
-            "timestamp": timestamp.isoformat(),
-            "authorization_id": event.authorization_id,
-        }
+    # The canonical JSON of {id, customer_id or customer_external_id, type,
+    # timestamp, authorization_id}, spelled out in its sorted key order (this
+    # runs for every event); data and costs are already canonical text.
+    quote = values.quote_json
+    if event.customer_id is not None:
+        customer = f'"customer_id":{quote(event.customer_id)}'
+    else:
+        assert event.customer_external_id is not None
+        customer = f'"customer_external_id":{quote(event.customer_external_id)}'
+    authorization = "null" if event.authorization_id is None else quote(event.authorization_id)
+    head = (
+        f'{{"authorization_id":{authorization},{customer},"id":{quote(event.id)},'
+        f'"timestamp":{quote(timestamp.isoformat())},"type":{quote(event.type)}}}'
     )
     text = f'{{"event":{head},"data":{data_json},"costs":{costs_json or "null"}}}'
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -184,11 +184,12 @@ def _validate_event(index: int, raw: Any) -> _Candidate | EventResult:
     except InvalidRequest as exc:
         return _rejected(event.id, "invalid_data", exc.detail, exc.field)
     try:
-        data = values.sanitize(event.data, "data")
-        costs = None if event.costs is None else values.sanitize(event.costs, "costs")
+        data, data_json = values.sanitize_json(event.data, "data")
+        costs, costs_json = (
+            (None, None) if event.costs is None else values.sanitize_json(event.costs, "costs")
+        )
     except values.DataError as exc:
         return _rejected(event.id, "invalid_data", f"{exc.path} {exc.message}.", exc.path)
-    data_json = values.canonical_json(data)
     if len(data_json.encode("utf-8")) > limits.event_data_bytes_max:
         return _rejected(
             event.id,
@@ -196,7 +197,8 @@ def _validate_event(index: int, raw: Any) -> _Candidate | EventResult:
             f"data is larger than {limits.event_data_bytes_max} bytes as JSON.",
             "data",
         )
-    costs_json = None if costs is None else values.canonical_json(costs)
+    if costs is not None and (problem := costs_problem(costs)) is not None:
+        return _rejected(event.id, "invalid_costs", problem[1], problem[0])
     if event.customer_id is not None:
         customer_ref, customer_field = event.customer_id, "customer_id"
     else:
@@ -245,7 +247,9 @@ def _matches(meter: Meter, data: dict[str, Any]) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _path(dotted: str) -> tuple[str, ...]:
+    # Cached: ingest reads the same few meter paths for every event.
     segments = values.parse_path(dotted)
     assert segments is not None, dotted
     return segments
@@ -281,7 +285,7 @@ async def ingest(
     results: list[EventResult | None] = [None] * len(raw_events)
     firsts = _first_of_each_id(raw_events, results)
     known = await _with_customers(session, organization_id, firsts, results)
-    await _decide_refusals(session, organization_id, known, now, backfill_window_s)
+    meters = await _decide_refusals(session, organization_id, known, now, backfill_window_s)
     accepted = await _store(session, organization_id, known, now, results)
     events = [
         AcceptedEvent(
@@ -297,12 +301,21 @@ async def ingest(
         for candidate in accepted
     ]
     extras = await on_events_accepted(session, clock, organization_id, events)
+    # Last, so the rollup rows other batches also add to stay locked for as
+    # short a time as possible before the commit.
+    await rollups.write(
+        session,
+        organization_id,
+        meters,
+        [(event.customer_id, event.type, event.timestamp, event.data) for event in events],
+    )
     for candidate in accepted:
         extra = extras.get(candidate.id)
         if extra:
             current = results[candidate.index]
             assert current is not None
-            results[candidate.index] = dataclasses.replace(current, extra=extra)
+            assert current.status == "accepted"
+            results[candidate.index] = EventResult(candidate.id, "accepted", extra=extra)
     final = [result for result in results if result is not None]
     assert len(final) == len(raw_events), "every event is answered"
     return IngestOutcome(final, events)
@@ -364,14 +377,16 @@ async def _decide_refusals(
     candidates: list[_Candidate],
     now: datetime,
     backfill_window_s: int,
-) -> None:
-    """Check 5, decided now and applied later, only to ids that are new."""
+) -> list[Meter]:
+    """Check 5, decided now and applied later, only to ids that are new.
+    Returns the meters of the candidates' types."""
     earliest = now - timedelta(seconds=backfill_window_s)
     latest = now + timedelta(seconds=limits.event_future_skew_max_s)
     meters_by_type: dict[str, list[Meter]] = {}
-    for meter in await MeterRepository(session, organization_id).for_event_types(
+    meters = await MeterRepository(session, organization_id).for_event_types(
         {candidate.type for candidate in candidates}
-    ):
+    )
+    for meter in meters:
         meters_by_type.setdefault(meter.event_type, []).append(meter)
     named = await AuthorizationRepository(session, organization_id).get_many(
         sorted({c.authorization_id for c in candidates if c.authorization_id is not None})
@@ -399,6 +414,7 @@ async def _decide_refusals(
             )
         else:
             candidate.refusal = _meter_refusal(candidate, meters_by_type.get(candidate.type, ()))
+    return meters
 
 
 async def _store(
@@ -463,6 +479,8 @@ def _against_stored(candidate: _Candidate, fingerprint: str) -> EventResult:
 def _settle(results: list[EventResult | None], candidate: _Candidate, result: EventResult) -> None:
     """Answer an event and its identical copies later in the batch."""
     results[candidate.index] = result
+    if not candidate.copies:
+        return  # the common case, without building an answer for no one
     copy = EventResult(candidate.id, "duplicate") if result.status == "accepted" else result
     for duplicate in candidate.copies:
         results[duplicate.index] = copy
@@ -595,6 +613,7 @@ async def create_meter(
             code="meter_code_taken",
             field="code",
         )
+    await rollups.build(session, meter)
     return meter
 
 
@@ -762,7 +781,10 @@ async def usage(
         ranges=tuple(ranges),
     )
     try:
-        cells = await UsageRepository(session, principal.organization_id).aggregate(query)
+        if meter.aggregation in rollups.ROLLED_UP:
+            cells = await rollups.aggregate(session, meter, query)
+        else:
+            cells = await UsageRepository(session, principal.organization_id).aggregate(query)
     except TooManyRows:
         raise LimitExceeded(
             f"This query answers more than {limits.usage_rows_max} rows; narrow the range, "

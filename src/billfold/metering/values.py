@@ -26,7 +26,9 @@ __all__ = [
     "loads",
     "numeric_value",
     "parse_path",
+    "quote_json",
     "sanitize",
+    "sanitize_json",
     "storable",
     "text_of",
     "value_at",
@@ -135,6 +137,135 @@ def sanitize(value: Any, path: str, depth: int = 0) -> Any:
     raise DataError("is not a JSON value", path)
 
 
+class _Bad(Exception):
+    """A value `sanitize_json` refuses; `keys` is its path from the inside out."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.keys: list[str] = []
+
+
+def sanitize_json(value: Any, path: str) -> tuple[Any, str]:
+    """`sanitize(value, path)` and the canonical JSON of the result, in one
+    pass over the value (ingest does this for every event). Raises DataError
+    exactly as `sanitize` would."""
+    try:
+        if _plain(value, 0):
+            # Only JSON-native values: the C encoder spells them canonically.
+            return value, _dumps_canonical(value)
+        return _clean(value, 0)
+    except _Bad as bad:
+        raise DataError(bad.message, ".".join([path, *reversed(bad.keys)])) from None
+
+
+_dumps_canonical = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False
+).encode
+# An int longer than `limits.event_number_length_max` characters.
+_INT_MAX = 10**limits.event_number_length_max
+_INT_MIN = -(10 ** (limits.event_number_length_max - 1))
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether `value` holds only str, int, bool, None, dict and list, all
+    storable: then `sanitize` returns it unchanged and its canonical JSON is
+    what `json` writes with sorted keys. False when anything else appears
+    (a Decimal, a marker); raises _Bad, as `_clean` would, for what is
+    refused before that."""
+    if depth > limits.event_data_depth_max:
+        raise _Bad(f"nests deeper than {limits.event_data_depth_max} levels")
+    kind = type(value)
+    if kind is str:
+        if not storable(value):
+            raise _Bad("holds a character that cannot be stored (U+0000 or a lone surrogate)")
+        return True
+    if kind is int:
+        # Out of bounds: `_clean` words the refusal.
+        return bool(_INT_MIN < value < _INT_MAX)
+    if value is None or kind is bool:
+        return True
+    if kind is dict:
+        for key, item in value.items():
+            if not key or len(key) > limits.event_data_key_length_max or not storable(key):
+                raise _Bad(
+                    f"has a key that is empty, longer than {limits.event_data_key_length_max} "
+                    "characters or not storable"
+                )
+            try:
+                if not _plain(item, depth + 1):
+                    return False
+            except _Bad as bad:
+                bad.keys.append(key)
+                raise
+        return True
+    if kind is list:
+        for index, item in enumerate(value):
+            try:
+                if not _plain(item, depth + 1):
+                    return False
+            except _Bad as bad:
+                bad.keys.append(str(index))
+                raise
+        return True
+    return False
+
+
+def _clean(value: Any, depth: int) -> tuple[Any, str]:
+    if depth > limits.event_data_depth_max:
+        raise _Bad(f"nests deeper than {limits.event_data_depth_max} levels")
+    kind = type(value)
+    if kind is str:
+        if not storable(value):
+            raise _Bad("holds a character that cannot be stored (U+0000 or a lone surrogate)")
+        return value, _quote(value)
+    if kind is dict:
+        clean: dict[str, Any] = {}
+        texts: dict[str, str] = {}
+        for key, item in value.items():
+            if not key or len(key) > limits.event_data_key_length_max or not storable(key):
+                raise _Bad(
+                    f"has a key that is empty, longer than {limits.event_data_key_length_max} "
+                    "characters or not storable"
+                )
+            try:
+                clean[key], texts[key] = _clean(item, depth + 1)
+            except _Bad as bad:
+                bad.keys.append(key)
+                raise
+        body = ",".join(f"{_quote(key)}:{texts[key]}" for key in sorted(texts))
+        return clean, f"{{{body}}}"
+    if value is None:
+        return None, "null"
+    if kind is bool:
+        return value, "true" if value else "false"
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        try:
+            number = _number(value, "")
+        except DataError as exc:
+            raise _Bad(exc.message) from None
+        return number, decimal_text(number)
+    if isinstance(value, NonFinite):
+        raise _Bad(f"is {value.name}; numbers must be finite")
+    if kind is list:
+        items: list[Any] = []
+        item_texts: list[str] = []
+        for index, item in enumerate(value):
+            try:
+                item_clean, item_text = _clean(item, depth + 1)
+            except _Bad as bad:
+                bad.keys.append(str(index))
+                raise
+            items.append(item_clean)
+            item_texts.append(item_text)
+        return items, f"[{','.join(item_texts)}]"
+    # Subclasses of str, dict or list, and anything else: the general path.
+    try:
+        clean_value = sanitize(value, "", depth)
+    except DataError as exc:
+        raise _Bad(exc.message) from None
+    return clean_value, canonical_json(clean_value)
+
+
 def _number(value: int | Decimal, path: str) -> int | Decimal:
     if isinstance(value, Decimal) and value == value.to_integral_value():
         value = int(value) if value.adjusted() < limits.event_number_length_max else value
@@ -151,6 +282,13 @@ def _number(value: int | Decimal, path: str) -> int | Decimal:
 # The C escaper json.dumps(..., ensure_ascii=False) uses, without building
 # an encoder per call.
 _quote: Any = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
+
+
+def quote_json(text: str) -> str:
+    """A string as a JSON string literal, non-ASCII kept as it is (as in
+    `canonical_json`)."""
+    quoted: str = _quote(text)
+    return quoted
 
 
 def _encode(value: Any, out: list[str]) -> None:
