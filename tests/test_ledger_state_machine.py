@@ -1,8 +1,10 @@
 """Property test: the wallet and its holds against an in-memory model.
 
 A Hypothesis rule-based state machine funds grants, adjusts the main
-balance, authorizes, captures, releases, replays, changes the credit limit
-and moves the clock, over HTTP, on SQLite and on PostgreSQL. The model is an
+balance, authorizes, captures, releases, replays, changes the credit limit,
+sends usage events billed in real time (some settling a hold, some running
+the wallet into debt) and moves the clock, over HTTP, on SQLite and on
+PostgreSQL. The model is an
 independent restatement of the rules (consumption order, lazy expiry, grant
 lapse, breakage). After every step the wallet must match the model and
 `ledger.verify` must find every invariant intact: entries balanced per
@@ -86,6 +88,8 @@ class Model:
     main_posted: int = 0
     main_held: int = 0
     credit_limit: int = 0
+    #: Usage past every source and the credit limit, unpaid.
+    debt: int = 0
     grants: dict[str, MGrant] = field(default_factory=dict)
     holds: dict[str, MHold] = field(default_factory=dict)
 
@@ -136,6 +140,18 @@ class Model:
     def available(self) -> int:
         return self.main_available() + sum(g.remaining - g.held for g in self.usable())
 
+    def charge(self, amount: int) -> None:
+        """Usage: from the grants in order, then the main balance down to its
+        limit; the rest is debt. Never refused."""
+        left = amount
+        for grant in self.usable():
+            take = min(left, grant.remaining - grant.held)
+            grant.remaining -= take
+            left -= take
+        take = min(left, max(0, self.main_available()))
+        self.main_posted -= take
+        self.debt += left - take
+
     def authorize(self, hold_id: str, amount: int, expires_at: datetime) -> str:
         if amount > self.available():
             self.holds[hold_id] = MHold(hold_id, amount, expires_at, "declined")
@@ -179,6 +195,24 @@ class WalletMachine(RuleBasedStateMachine):
         customer = self.call("POST", "/v1/customers", {"external_id": "machine"})
         self.customer_id = customer.json()["id"]
         self.last_authorize: tuple[dict[str, Any], str, bytes] | None = None
+        self.events = itertools.count()
+        # One real-time price: a cent per unit of `data.n`.
+        meter = {"code": "units", "event_type": "use", "aggregation": "sum", "field": "n"}
+        assert self.call("POST", "/v1/meters", meter).status_code == 201
+        price = {
+            "code": "units",
+            "type": "usage",
+            "meter": "units",
+            "asset": "USD",
+            "billing": "real_time",
+            "model": "per_unit",
+            "unit_amount": "0.01",
+        }
+        product = {"code": "metered", "name": "Metered", "prices": [price]}
+        assert self.call("POST", "/v1/products", product).status_code == 201
+        start = (self.model.now - timedelta(days=1)).isoformat()
+        subscription = {"customer_id": self.customer_id, "product": "metered", "start_at": start}
+        assert self.call("POST", "/v1/subscriptions", subscription).status_code == 201
 
     async def _tenant(self) -> tuple[str, str]:
         async with self.ctx.sessions() as session:
@@ -232,6 +266,10 @@ class WalletMachine(RuleBasedStateMachine):
             created_at=self.model.now,
             remaining=cents * CENT,
         )
+        if purpose == "paid":
+            repaid = min(self.model.debt, cents * CENT)
+            self.model.debt -= repaid
+            self.model.grants[grant["id"]].remaining -= repaid
 
     @rule(cents=st.integers(-3000, 5000).filter(bool))
     def adjust(self, cents: int) -> None:
@@ -248,6 +286,37 @@ class WalletMachine(RuleBasedStateMachine):
             return
         assert response.status_code == 201, response.text
         self.model.main_posted += amount
+        if amount > 0:
+            repaid = min(self.model.debt, amount)
+            self.model.debt -= repaid
+            self.model.main_posted -= repaid
+
+    @rule(cents=st.integers(1, 4000), settle=st.none() | st.integers(0, 10**6))
+    def usage(self, cents: int, settle: int | None) -> None:
+        """An event billed in real time, naming one of the holds or none."""
+        self.model.expire()
+        event: dict[str, Any] = {
+            "id": f"use-{next(self.events)}",
+            "customer_id": self.customer_id,
+            "type": "use",
+            "timestamp": self.model.now.isoformat(),
+            "data": {"n": cents},
+        }
+        hold = None if settle is None or not self.model.holds else self._pick(settle)
+        if hold is not None:
+            event["authorization_id"] = hold.id
+        response = self.call("POST", "/v1/events", {"events": [event]})
+        assert response.status_code == 200, response.text
+        (result,) = response.json()["results"]
+        assert result["status"] == "accepted", result
+        assert [fee["amount"] for fee in result["fees"]] == [usd(cents * CENT)]
+        fee = cents * CENT
+        if hold is not None and hold.status == "authorized":
+            captured = min(fee, hold.amount)
+            self.model.settle(hold, captured, "captured")
+            fee -= captured
+        if fee:
+            self.model.charge(fee)
 
     @rule(cents=st.integers(0, 2000))
     def set_credit_limit(self, cents: int) -> None:
@@ -357,6 +426,7 @@ class WalletMachine(RuleBasedStateMachine):
         assert minor_of(usd_balance["posted"]) == posted
         assert minor_of(usd_balance["held"]) == held
         assert minor_of(usd_balance["available"]) == model.available()
+        assert minor_of(usd_balance["debt"]) == model.debt
         assert model.available() >= 0, "no balance below its limit, ever"
         live = {g["id"]: g for g in usd_balance["grants"]}
         for grant in model.grants.values():

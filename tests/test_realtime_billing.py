@@ -165,6 +165,20 @@ class TestDebt:
         state = await balance(client, subscribed)
         assert (state["available"], state["debt"]) == ("3.00", "0.00")
 
+    async def test_a_top_up_repays_debt_with_its_own_money_not_the_credit_line(
+        self, client, subscribed, clock
+    ):
+        # Found by the wallet state machine: a repayment once drew on the credit limit.
+        await send(client, event(clock, 1, 100))  # 2.00 on an empty wallet: all debt
+        configured = await client.patch(
+            f"/v1/customers/{subscribed.customer_id}/wallet/balances/USD",
+            json={"credit_limit": "1.00"},
+        )
+        assert configured.status_code == 200, configured.text
+        assert (await subscribed.adjust("0.50")).status_code == 201
+        state = await balance(client, subscribed)
+        assert (state["posted"], state["debt"], state["available"]) == ("0.00", "1.50", "1.00")
+
     async def test_the_credit_limit_is_used_before_debt(self, client, subscribed, clock):
         configured = await client.patch(
             f"/v1/customers/{subscribed.customer_id}/wallet/balances/USD",
@@ -252,6 +266,30 @@ class TestConcurrency:
         assert set(statuses) <= {"accepted/duplicate", "duplicate/accepted"}
         # 2,000 tokens: 1.00 + 10.00 + 1,000 × 0.008 = 19.00, once.
         assert (await balance(client, subscribed))["available"] == "81.00"
+
+    async def test_batches_over_the_same_customers_in_any_order_never_deadlock(
+        self, client, subscribed, clock
+    ):
+        others = [await WalletDriver.create(client, f"c{i}") for i in range(3)]
+        for other in others:
+            await subscribe(client, customer_id=other.customer_id, product="api")
+            await other.grant("100.00")
+        await subscribed.grant("100.00")
+        everyone = ["acme", "c0", "c1", "c2"]
+
+        def batch(tag: str, order: list[str]) -> list[dict[str, Any]]:
+            return [
+                event(clock, 0, 10, id=f"{tag}-{who}-{n}", customer_id=f"ext:{who}")
+                for n in range(5)
+                for who in order
+            ]
+
+        batches = [batch(f"b{i}", everyone if i % 2 else everyone[::-1]) for i in range(6)]
+        results = await asyncio.gather(*(send(client, *b) for b in batches))
+        assert all(r["status"] == "accepted" for rs in results for r in rs)
+        # 6 batches × 5 events × 10 tokens = 300 tokens each: 1.00 + 300 × 0.01.
+        for driver in [subscribed, *others]:
+            assert (await balance(client, driver))["available"] == "96.00"
 
 
 class TestCatalog:
@@ -412,3 +450,139 @@ class TestEstimates:
         )
         assert_problem(response, 400, "invalid_data", field="estimate.data.output_tokens")
         assert (await balance(client, subscribed))["held"] == "0.00"
+
+
+def llm_event(
+    clock: FrozenClock, index: int, model: str = "gpt-4o", **fields: Any
+) -> dict[str, Any]:
+    usage = {"prompt_tokens": 1000, "completion_tokens": 500}
+    return {
+        "id": f"llm-{index}",
+        "customer_id": "ext:acme",
+        "type": "llm.call",
+        "timestamp": clock.now().isoformat(),
+        "data": {"llm": {"provider": "openai", "model": model, "usage": usage}},
+    } | fields
+
+
+class TestDefaultLlmPrice:
+    """No subscribed price counts the event: vendor cost × the organization's markup."""
+
+    async def test_vendor_cost_is_charged_at_markup(self, client, wallet, clock):
+        await wallet.grant("1.00")
+        results = await send(client, llm_event(clock, 1))
+        # gpt-4o: 1,000 input at 2.50 and 500 output at 10.00 per million tokens.
+        assert results[0]["fees"] == [
+            {
+                "price": "llm_default",
+                "subscription_id": None,
+                "asset": "USD",
+                "quantity": "1",
+                "amount": "0.0075",
+            }
+        ]
+        assert results[0]["costs"][0]["amount"] == "0.0075"
+        settings_ = await client.post("/v1/llm/settings", json={"markup_percent": "20"})
+        assert settings_.status_code == 200, settings_.text
+        await send(client, llm_event(clock, 2))
+        assert (await balance(client, wallet))["available"] == "0.9835"  # 1 − 0.0075 − 0.009
+
+    async def test_an_unknown_model_is_never_billed_as_free_nor_estimated(
+        self, client, wallet, clock
+    ):
+        await wallet.grant("1.00")
+        results = await send(client, llm_event(clock, 1, model="gpt-nonexistent"))
+        assert results[0]["fees"] == []
+        assert results[0]["costs"][0]["amount"] is None
+        llm = llm_event(clock, 2, model="gpt-nonexistent")["data"]
+        declined = await client.post(
+            "/v1/authorizations",
+            json={"customer_id": "ext:acme", "estimate": {"event_type": "llm.call", "data": llm}},
+        )
+        assert (declined.json()["status"], declined.json()["decline_code"]) == (
+            "declined",
+            "unknown_model",
+        )
+
+    async def test_an_estimate_holds_the_marked_up_cost_and_the_event_settles_it(
+        self, client, wallet, clock
+    ):
+        await wallet.grant("1.00")
+        worst = llm_event(clock, 0)["data"]
+        worst["llm"]["usage"] = {"prompt_tokens": 1000, "completion_tokens": 4000}
+        hold = await client.post(
+            "/v1/authorizations",
+            json={"customer_id": "ext:acme", "estimate": {"event_type": "llm.call", "data": worst}},
+        )
+        assert (hold.json()["status"], hold.json()["amount"]) == ("authorized", "0.0425")
+        await send(client, llm_event(clock, 1, authorization_id=hold.json()["id"]))
+        settled = (await client.get(f"/v1/authorizations/{hold.json()['id']}")).json()
+        assert (settled["captured_amount"], settled["released_amount"]) == ("0.0075", "0.035")
+        assert (await balance(client, wallet))["available"] == "0.9925"
+
+
+class TestIssueFourJourney:
+    """Issue 4's "done when", in one customer's afternoon over HTTP."""
+
+    async def test_meter_product_subscribe_events_usage_entitlement_simulate_estimate(
+        self, client, wallet, clock
+    ):
+        await output_tokens_meter(client)
+        in_arrears = {
+            "code": "tokens_report",
+            "type": "usage",
+            "meter": "output_tokens",
+            "asset": "USD",
+            "billing": "in_arrears",
+            "model": "per_unit",
+            "unit_amount": "0.001",
+        }
+        tokens = {"code": "tokens", "type": "metered", "meter": "output_tokens", "limit": 2000}
+        await product(
+            client, code="api", name="API", prices=[GRADUATED, in_arrears], features=[tokens]
+        )
+        await subscribe(client, customer_id=wallet.customer_id, product="api")
+        await wallet.grant("50.00")
+        clock.advance(timedelta(seconds=1))
+
+        # The wallet falls event by event; the in-arrears price waits for the invoice.
+        seen = []
+        for index, used in enumerate((400, 400, 400)):
+            (result,) = await send(client, event(clock, index, used))
+            assert [fee["price"] for fee in result["fees"]] == ["tokens_out"]
+            seen.append((await balance(client, wallet))["available"])
+        assert seen == ["45.00", "41.00", "37.40"]  # 1.00 + 4.00, then 4.00, then 2.00 + 1.60
+
+        usage = await client.get(
+            "/v1/meters/output_tokens/usage",
+            params={
+                "customer_id": wallet.customer_id,
+                "from": (clock.now() - timedelta(hours=1)).isoformat(),
+                "to": (clock.now() + timedelta(hours=1)).isoformat(),
+            },
+        )
+        assert usage.status_code == 200, usage.text
+        assert sum(Decimal(row["value"]) for row in usage.json()["data"]) == 1200, usage.text
+
+        entitlement = await client.get(f"/v1/customers/{wallet.customer_id}/entitlements/tokens")
+        assert entitlement.status_code == 200, entitlement.text
+        assert (entitlement.json()["used"], entitlement.json()["remaining"]) == ("1200", "800")
+
+        cheaper = dict(GRADUATED, tiers=[{"up_to": None, "unit_amount": "0.005"}])
+        new = await client.post("/v1/products/api/versions", json={"prices": [cheaper]})
+        assert new.status_code == 201, new.text
+        simulated = await client.post(
+            "/v1/products/api/versions/2/simulate",
+            json={"events": [{"type": "llm.completion", "data": {"output_tokens": 1200}}]},
+        )
+        assert simulated.status_code == 200, simulated.text
+        assert simulated.json()["prices"][0]["amount"] == "6.00"
+
+        hold = await client.post(
+            "/v1/authorizations",
+            json={
+                "customer_id": wallet.customer_id,
+                "estimate": {"event_type": "llm.completion", "data": {"output_tokens": 100}},
+            },
+        )
+        assert (hold.json()["status"], hold.json()["amount"]) == ("authorized", "0.80")

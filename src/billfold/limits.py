@@ -20,6 +20,16 @@ idempotency_in_flight_lease_s = 60
 organization_name_length_max = 200
 api_key_name_length_max = 200
 api_keys_per_organization_max = 100
+gateway_key_name_length_max = 200
+gateway_keys_per_customer_max = 20
+# A model request may carry images and documents inline (base64).
+gateway_request_body_bytes_max = 32 * 1_048_576
+# How long a settling usage event waits for others to share its transaction. Zero:
+# settlement is off the response path, and a gateway that dies between answering
+# and committing leaves its holds to expire uncharged, so the window stays one
+# commit long. Events still batch: those that finish while a batch commits go in
+# the next one (bench/gateway_latency.py).
+gateway_settle_linger_s = 0.0
 
 # Webhooks
 webhook_endpoints_per_organization_max = 20
@@ -216,3 +226,48 @@ subscriptions_per_customer_active_max = 100
 
 assert prices_per_version_max <= 1000
 assert simulate_events_max <= events_per_batch_max
+
+# Subscriptions and invoicing
+subscription_interval_count_max = 100
+# A trial of at most a year, given in days.
+subscription_trial_days_max = 366
+invoice_number_prefix_length_max = 10
+# PREFIX-YYYY-NNNNNN (the counter may grow past six digits).
+invoice_number_length_max = 32
+invoice_address_length_max = 500
+invoice_logo_length_max = 200_000
+invoice_grace_period_max_s = 31 * 24 * 3600
+invoice_net_terms_days_max = 365
+tax_rates_per_organization_max = 1000
+coupons_per_organization_max = 10_000
+coupon_redemptions_per_customer_active_max = 20
+credit_note_lines_max = 200
+# Subscriptions the billing run reads per due-list query.
+billing_run_batch_size = 1000
+# Subscriptions of one organization billed in one transaction, their usage
+# read in one query per price and period; a failing group is retried one
+# subscription per transaction, so one bad subscription cannot stop the run.
+billing_run_group_size = 100
+# Periods one subscription closes per run (a subscription started years in
+# the past catches up over several runs rather than in one unbounded loop).
+billing_run_periods_per_subscription_max = 120
+
+assert invoice_number_prefix_length_max + 16 <= invoice_number_length_max
+
+# Vendor costs and LLM prices (costs/, llmcost/)
+vendors_per_organization_max = 1000
+vendor_code_length_max = 64
+vendor_name_length_max = 200
+costs_per_event_max = 20
+cost_id_length_max = 255
+cost_category_length_max = 64
+llm_model_length_max = 200
+llm_price_overrides_per_organization_max = 1000
+llm_price_table_bytes_max = 20_000_000
+# Profitability reads the rows of its range into memory: past this many it
+# asks for a shorter range instead of answering slowly.
+profitability_rows_max = 500_000
+profitability_groups_max = 1000
+cost_alert_window_days_max = 366
+# How often `serve`/`worker` runs the billing run.
+billing_run_interval_s = 60

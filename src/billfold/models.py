@@ -3,11 +3,30 @@
 from billfold.assets.models import Asset, ExchangeRate
 from billfold.authorizations.models import Authorization, AuthorizationSplit
 from billfold.catalog.models import Product, ProductVersion
+from billfold.costs.models import (
+    CostAlertState,
+    CostSettings,
+    EventCost,
+    LlmPriceOverride,
+    LlmPriceTable,
+    Vendor,
+)
 from billfold.customers.models import Customer
 from billfold.db.base import Base
+from billfold.gateway.models import GatewayKey
 from billfold.idempotency.models import IdempotencyKey
+from billfold.invoicing.models import (
+    Coupon,
+    CouponRedemption,
+    CreditNote,
+    Invoice,
+    InvoiceLine,
+    InvoiceSequence,
+    InvoiceSettings,
+    TaxRate,
+)
 from billfold.ledger.models import JournalEntry, LedgerAccount, Posting
-from billfold.metering.models import Event, Meter
+from billfold.metering.models import Event, Meter, UsageRollup
 from billfold.organizations.models import ApiKey, Organization
 from billfold.realtime.models import EventFee, PeriodTotal
 from billfold.subscriptions.models import Subscription
@@ -21,14 +40,27 @@ __all__ = [
     "Authorization",
     "AuthorizationSplit",
     "Base",
+    "CostAlertState",
+    "CostSettings",
+    "Coupon",
+    "CouponRedemption",
+    "CreditNote",
     "Customer",
     "Event",
+    "EventCost",
     "EventFee",
     "ExchangeRate",
+    "GatewayKey",
     "Grant",
     "IdempotencyKey",
+    "Invoice",
+    "InvoiceLine",
+    "InvoiceSequence",
+    "InvoiceSettings",
     "JournalEntry",
     "LedgerAccount",
+    "LlmPriceOverride",
+    "LlmPriceTable",
     "Meter",
     "Organization",
     "PeriodTotal",
@@ -36,6 +68,9 @@ __all__ = [
     "Product",
     "ProductVersion",
     "Subscription",
+    "TaxRate",
+    "UsageRollup",
+    "Vendor",
     "Wallet",
     "WebhookAttempt",
     "WebhookDelivery",

@@ -13,7 +13,9 @@ import time
 
 from billfold import limits
 from billfold.api.context import AppContext
+from billfold.costs.service import evaluate_all_cost_alerts
 from billfold.idempotency import service as idempotency
+from billfold.invoicing.service import run_billing
 from billfold.wallets.service import sweep_due_wallets
 from billfold.webhooks.delivery import WebhookSender
 
@@ -27,6 +29,7 @@ class Worker:
         self.ctx = ctx
         self.sender = WebhookSender(ctx.sessions, ctx.clock)
         self._last_housekeeping = 0.0
+        self._last_billing_run = 0.0
 
     async def housekeeping(self) -> None:
         async with self.ctx.sessions() as session:
@@ -34,6 +37,11 @@ class Worker:
             await session.commit()
         if pruned:
             logger.info("pruned idempotency keys", extra={"count": pruned})
+        # Margin and top-cost alerts over rolling windows: cheap enough at the
+        # housekeeping pace, and evaluated on committed fees and costs only.
+        alerts = await evaluate_all_cost_alerts(self.ctx.sessions, self.ctx.clock)
+        if alerts:
+            logger.info("cost alerts emitted", extra={"count": alerts})
 
     async def tick(self) -> int:
         if time.monotonic() - self._last_housekeeping >= limits.housekeeping_interval_s:
@@ -42,6 +50,12 @@ class Worker:
         # Expiry is also applied lazily whenever a wallet is touched; the sweep
         # makes sure idle wallets release their expired holds and grants too.
         swept = await sweep_due_wallets(self.ctx.sessions, self.ctx.clock)
+        if time.monotonic() - self._last_billing_run >= limits.billing_run_interval_s:
+            # Closes the periods that ended since the last run and finalizes
+            # drafts past their grace period; idempotent, so workers may overlap.
+            self._last_billing_run = time.monotonic()
+            report = await run_billing(self.ctx.sessions, self.ctx.clock)
+            swept += report.invoices + report.finalized
         return swept + await self.sender.run_once()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -17,7 +17,11 @@ from billfold.authorizations.endpoints import reads as authorization_reads
 from billfold.authorizations.endpoints import writes as authorization_writes
 from billfold.catalog.endpoints import router as catalog_router
 from billfold.config import Settings
+from billfold.costs.endpoints import router as costs_router
 from billfold.customers.endpoints import router as customers_router
+from billfold.gateway.endpoints import issuing as gateway_keys_issuing
+from billfold.gateway.endpoints import router as gateway_keys_router
+from billfold.invoicing.endpoints import router as invoicing_router
 from billfold.metering.endpoints import router as metering_router
 from billfold.organizations.endpoints import issuing as api_keys_issuing
 from billfold.organizations.endpoints import router as api_keys_router
@@ -34,12 +38,16 @@ ROUTERS = (
     assets_router,
     customers_router,
     wallets_router,
+    gateway_keys_issuing,
+    gateway_keys_router,
     authorization_writes,
     authorization_reads,
     metering_router,
     catalog_router,
+    costs_router,
     subscriptions_router,
     entitlements_router,
+    invoicing_router,
 )
 
 

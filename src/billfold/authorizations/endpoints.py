@@ -180,9 +180,14 @@ async def create_authorization(
         if body.estimate is None:
             asset, amount_minor = _plain_amount(asset, body)
         else:
-            asset, amount_minor = await _estimated_amount(
+            estimated = await _estimated_amount(
                 session, clock, principal, customer.id, asset, body, await request.body()
             )
+            if isinstance(estimated, str):
+                return await _decline_without_wallet(
+                    session, clock, principal, ref, body, estimated
+                )
+            asset, amount_minor = estimated
         metadata = validate_metadata(body.metadata, field="metadata")
     except BillfoldError:
         # A key that holds an earlier, different request answers 409
@@ -225,7 +230,9 @@ async def _estimated_amount(
     asset: AssetInfo | None,
     body: AuthorizationCreate,
     raw: bytes,
-) -> tuple[AssetInfo, int]:
+) -> tuple[AssetInfo, int] | str:
+    """The estimated hold, or a decline code (an LLM call the organization's
+    policy blocks: an unknown model is never free)."""
     if body.amount is not None:
         raise InvalidRequest(
             "Give `amount` or `estimate`, not both.", code="invalid_estimate", field="amount"
@@ -241,6 +248,8 @@ async def _estimated_amount(
     estimate = await estimate_event(
         session, principal.organization_id, customer_id, body.estimate.event_type, data, clock.now()
     )
+    if estimate.unpriced is not None and estimate.unpriced.policy == "block":
+        return estimate.unpriced.reason
     if not estimate.priced:
         raise InvalidRequest(
             "No real-time price of this customer counts such an event, so there is nothing "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -135,7 +135,7 @@ class LedgerRepository:
         if not entries:
             return
         await self.session.execute(
-            sa.insert(JournalEntry),
+            sa.insert(cast(sa.Table, JournalEntry.__table__)),
             [
                 {
                     "id": e.id,
@@ -150,7 +150,7 @@ class LedgerRepository:
             ],
         )
         await self.session.execute(
-            sa.insert(Posting),
+            sa.insert(cast(sa.Table, Posting.__table__)),
             [
                 {
                     "organization_id": e.organization_id,

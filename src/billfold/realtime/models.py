@@ -32,7 +32,9 @@ class EventFee(Base):
     event_id: Mapped[str] = mapped_column(sa.String(limits.event_id_length_max))
     event_type: Mapped[str] = mapped_column(sa.String(limits.event_type_length_max))
     customer_id: Mapped[str] = mapped_column(sa.String(40))
-    subscription_id: Mapped[str] = mapped_column(sa.String(40))
+    #: Null for the organization's default LLM price (vendor cost × markup),
+    #: which applies when no subscribed price counts the event.
+    subscription_id: Mapped[str | None] = mapped_column(sa.String(40))
     price_code: Mapped[str] = mapped_column(sa.String(limits.price_code_length_max))
     asset_code: Mapped[str] = mapped_column(sa.String(20))
     amount_minor: Mapped[int] = mapped_column(sa.BigInteger)

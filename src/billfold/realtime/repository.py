@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -167,17 +167,57 @@ class RealtimeRepository:
         return found
 
     async def save_totals(self, totals: dict[TotalKey, Total], now: datetime) -> None:
-        for key, total in sorted(totals.items()):
-            await self.session.execute(
-                sa.update(PeriodTotal)
-                .where(self._where([key]))
-                .values(
-                    quantity=format(total.quantity, "f"),
-                    event_count=total.event_count,
-                    updated_at=now,
+        ordered = sorted(totals.items())
+        if not ordered:
+            return
+        if dialect_of(self.session) != "postgresql":
+            for key, total in ordered:
+                await self.session.execute(
+                    sa.update(PeriodTotal)
+                    .where(self._where([key]))
+                    .values(
+                        quantity=format(total.quantity, "f"),
+                        event_count=total.event_count,
+                        updated_at=now,
+                    )
                 )
+            return
+        # One statement for every total the request moved.
+        table = cast(sa.Table, PeriodTotal.__table__)
+        moved = sa.values(
+            sa.column("subscription_id", sa.String),
+            sa.column("price_code", sa.String),
+            sa.column("dimension", sa.Integer),
+            sa.column("period_start", sa.DateTime(timezone=True)),
+            sa.column("quantity", sa.String),
+            sa.column("event_count", sa.BigInteger),
+            name="moved",
+        ).data(
+            [
+                (
+                    key.subscription_id,
+                    key.price_code,
+                    key.dimension,
+                    key.period_start,
+                    format(total.quantity, "f"),
+                    total.event_count,
+                )
+                for key, total in ordered
+            ]
+        )
+        await self.session.execute(
+            sa.update(table)
+            .where(
+                table.c.organization_id == self.organization_id,
+                table.c.subscription_id == moved.c.subscription_id,
+                table.c.price_code == moved.c.price_code,
+                table.c.dimension == moved.c.dimension,
+                table.c.period_start == moved.c.period_start,
             )
+            .values(quantity=moved.c.quantity, event_count=moved.c.event_count, updated_at=now)
+        )
 
     async def insert_fees(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            await self.session.execute(sa.insert(EventFee), rows)
+            # Core, not the ORM's bulk insert: nothing here needs identity.
+            await self.session.execute(sa.insert(cast(sa.Table, EventFee.__table__)), rows)

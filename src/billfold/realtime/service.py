@@ -2,12 +2,13 @@
 `billing: real_time` prices and debited from the wallet in the transaction
 that accepts it.
 
-Per ingest request, customer by customer (in id order):
+Per ingest request, with a fixed number of statements whatever its size:
 
-1. Lock the customer's wallets of every asset its fees or named holds touch
-   (asset order). Everything below happens under those locks, so two requests
-   for one customer serialize here, and the authorization writer, which locks
-   one wallet at a time, can never wait on them in a cycle.
+1. Lock every wallet the request's fees or named holds touch, with one
+   statement, in (customer, asset) order: the order the authorization writer
+   locks in too, so no two transactions wait on each other in a cycle.
+   Everything below happens under those locks, so two requests for one
+   customer serialize here.
 2. Lock the running total of each (subscription, price, dimension, period) the
    events move, and rate each event as the marginal amount
    price(total after) − price(total before), so a period's events always sum
@@ -42,8 +43,10 @@ from billfold.authorizations.models import Authorization
 from billfold.authorizations.repository import AuthorizationRepository
 from billfold.catalog.definitions import usage_price
 from billfold.clock import Clock
+from billfold.costs.service import Unpriced, cost_policy, marked_up_minor, vendor_cost_of
 from billfold.errors import BillfoldError
 from billfold.ids import new_id
+from billfold.ledger.repository import LedgerRepository
 from billfold.metering import values
 from billfold.metering.models import Meter
 from billfold.metering.realtime import AcceptedEvent
@@ -51,7 +54,8 @@ from billfold.rating import Price, Rating, decimal_text, match_dimension, rate_m
 from billfold.realtime.repository import RealtimeRepository, Total, TotalKey
 from billfold.subscriptions.models import Subscription
 from billfold.subscriptions.periods import subscription_period
-from billfold.wallets.service import OpenWallet, charge_usage, close_wallet, open_wallet
+from billfold.wallets.repository import WalletRepository
+from billfold.wallets.service import OpenWallet, charge_usage, close_wallets, open_wallets
 
 #: Meter aggregations a running total can follow event by event.
 REALTIME_AGGREGATIONS = frozenset({"count", "sum", "max"})
@@ -199,10 +203,38 @@ def rate_fee(fee: Fee, total: Total, data: Mapping[str, Any]) -> None:
 # --- ingest ----------------------------------------------------------------------
 
 
+#: The price code of the organization's default LLM price on fees and answers.
+DEFAULT_LLM_PRICE = "llm_default"
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultFee:
+    """Vendor cost × the organization's markup: the price of an event carrying
+    `data.llm` that no subscribed real-time price counts."""
+
+    asset: AssetInfo
+    amount_minor: int
+    vendor_cost_minor: int
+
+
+async def default_llm_fee(
+    session: AsyncSession, organization_id: str, llm: dict[str, Any], at: datetime
+) -> DefaultFee | Unpriced:
+    cost = await vendor_cost_of(session, organization_id, llm, at)
+    if isinstance(cost, Unpriced):
+        return cost
+    policy = await cost_policy(session, organization_id)
+    asset = await get_asset(session, organization_id, cost.asset)
+    return DefaultFee(
+        asset, marked_up_minor(cost.amount_minor, policy.markup_percent), cost.amount_minor
+    )
+
+
 @dataclass(slots=True)
 class _Billed:
     event: AcceptedEvent
     fees: list[Fee]
+    default: DefaultFee | None = None
     #: The settled hold, when the event named an open one.
     authorization: Authorization | None = None
     entry_ids: dict[str, str] = field(default_factory=dict)
@@ -229,23 +261,71 @@ async def bill_events(
     by_customer: dict[str, list[_Billed]] = defaultdict(list)
     for event in events:
         targets = catalog.prices_for(event.customer_id, event.type, event.data, event.timestamp)
-        by_customer[event.customer_id].append(
-            _Billed(event, plan_fees(targets, event.data, event.timestamp))
-        )
+        item = _Billed(event, plan_fees(targets, event.data, event.timestamp))
+        llm = event.data.get("llm")
+        if not targets and isinstance(llm, dict):
+            default = await default_llm_fee(session, organization_id, llm, event.timestamp)
+            # Unpriced (an unknown model): the cost is flagged by the costs
+            # module; the event is never billed as if it were free of cost.
+            item.default = default if isinstance(default, DefaultFee) else None
+        by_customer[event.customer_id].append(item)
+    repository = RealtimeRepository(session, organization_id)
+    billed = [item for customer_id in sorted(by_customer) for item in by_customer[customer_id]]
+    wallets = await _open_wallets(session, now, organization_id, billed, named)
+    if wallets:
+        await _bill(session, clock, now, repository, holds, named, billed, wallets)
     fee_rows: list[dict[str, Any]] = []
     answers: dict[str, list[dict[str, Any]]] = {}
-    repository = RealtimeRepository(session, organization_id)
-    for customer_id in sorted(by_customer):
-        billed = by_customer[customer_id]
-        await _bill_customer(session, clock, now, repository, holds, named, billed)
-        for item in billed:
-            answers[item.event.id] = [_fee_answer(fee) for fee in item.fees]
-            fee_rows.extend(_fee_rows(organization_id, now, item))
+    for item in billed:
+        answers[item.event.id] = [_fee_answer(fee) for fee in item.fees]
+        if item.default is not None:
+            answers[item.event.id].append(_default_answer(item.default))
+        fee_rows.extend(_fee_rows(organization_id, now, item))
     await repository.insert_fees(fee_rows)
     return answers
 
 
-async def _bill_customer(
+WalletKey = tuple[str, str]  # customer, asset
+
+
+async def _open_wallets(
+    session: AsyncSession,
+    now: datetime,
+    organization_id: str,
+    billed: list[_Billed],
+    named: dict[str, Authorization],
+) -> dict[WalletKey, OpenWallet]:
+    """Lock every wallet the request's fees and named holds touch, all at once
+    in (customer, asset) order, creating the missing ones."""
+    keys: set[WalletKey] = set()
+    for item in billed:
+        customer_id = item.event.customer_id
+        keys.update((customer_id, fee.target.asset.code) for fee in item.fees)
+        if item.default is not None:
+            keys.add((customer_id, item.default.asset.code))
+        hold = named.get(item.event.authorization_id or "")
+        if hold is not None and hold.customer_id == customer_id:
+            keys.add((customer_id, hold.asset_code))
+    if not keys:
+        return {}
+    ordered = sorted(keys)
+    wallets = await open_wallets(session, now, organization_id, ordered)
+    missing = [key for key in ordered if key not in wallets]
+    if missing:
+        # A customer's first usage in an asset: its wallet opens here. The new
+        # rows are locked by their insert until this transaction commits.
+        ledger = LedgerRepository(session, organization_id)
+        wallet_rows = WalletRepository(session, organization_id)
+        for asset_code in sorted({asset for _, asset in missing}):
+            await ledger.ensure_system_accounts(asset_code, now)
+        for customer_id, asset_code in missing:
+            await wallet_rows.insert_if_absent(customer_id, asset_code, now)
+        wallets |= await open_wallets(session, now, organization_id, missing)
+    assert set(wallets) == keys
+    return wallets
+
+
+async def _bill(
     session: AsyncSession,
     clock: Clock,
     now: datetime,
@@ -253,28 +333,20 @@ async def _bill_customer(
     holds: AuthorizationRepository,
     named: dict[str, Authorization],
     billed: list[_Billed],
+    wallets: dict[WalletKey, OpenWallet],
 ) -> None:
-    customer_id = billed[0].event.customer_id
-    organization_id = repository.organization_id
-    assets: dict[str, AssetInfo] = {}
-    for item in billed:
-        for fee in item.fees:
-            assets[fee.target.asset.code] = fee.target.asset
-        hold = named.get(item.event.authorization_id or "")
-        if hold is not None and hold.customer_id == customer_id and hold.asset_code not in assets:
-            assets[hold.asset_code] = await get_asset(session, organization_id, hold.asset_code)
-    if not assets:
-        return
-    wallets: dict[str, OpenWallet] = {}
-    for code in sorted(assets):
-        opened = await open_wallet(session, now, organization_id, customer_id, code, create=True)
-        assert opened is not None
-        wallets[code] = opened
+    hold_ids = sorted(
+        {
+            hold.id
+            for item in billed
+            if (hold := named.get(item.event.authorization_id or "")) is not None
+            and hold.customer_id == item.event.customer_id
+        }
+    )
     # Read again under the wallet locks: a hold's status may have moved since
     # the unlocked read that found its asset (the objects refresh in place).
-    await holds.get_many(
-        sorted({i.event.authorization_id for i in billed if i.event.authorization_id in named})
-    )
+    await holds.get_many(hold_ids)
+    splits = await holds.splits_of(hold_ids)
 
     totals = await repository.lock_totals({fee.key for item in billed for fee in item.fees}, now)
     for item in billed:
@@ -282,19 +354,19 @@ async def _bill_customer(
             rate_fee(fee, totals[fee.key], item.event.data)
     await repository.save_totals(totals, now)
 
-    splits = await holds.splits_of(
-        sorted({i.event.authorization_id for i in billed if i.event.authorization_id in named})
-    )
-    plain: dict[str, list[_Billed]] = defaultdict(list)
-    plain_minor: dict[str, int] = defaultdict(int)
+    plain: dict[WalletKey, list[_Billed]] = defaultdict(list)
+    plain_minor: dict[WalletKey, int] = defaultdict(int)
     for item in billed:
+        customer_id = item.event.customer_id
         owed: dict[str, int] = defaultdict(int)
         for fee in item.fees:
             if fee.rating is not None:
                 owed[fee.target.asset.code] += fee.rating.amount_minor
+        if item.default is not None:
+            owed[item.default.asset.code] += item.default.amount_minor
         hold = named.get(item.event.authorization_id or "")
         if hold is not None and hold.customer_id == customer_id:
-            opened = wallets[hold.asset_code]
+            opened = wallets[(customer_id, hold.asset_code)]
             if hold.status == "authorized" and hold.expires_at <= now:
                 settlement = opened.state.settle(hold.id, splits[hold.id], 0, "hold_expiry", now)
                 await holds.resolve(hold, "expired", 0, settlement.released_minor, now)
@@ -313,16 +385,15 @@ async def _bill_customer(
                     item.entry_ids.setdefault(hold.asset_code, charge.entry.id)
         for code, amount in owed.items():
             if amount > 0:
-                plain[code].append(item)
-                plain_minor[code] += amount
-    for code, amount in plain_minor.items():
+                plain[(customer_id, code)].append(item)
+                plain_minor[(customer_id, code)] += amount
+    for key, amount in plain_minor.items():
         charge = await charge_usage(
-            session, wallets[code], None, amount, "usage", events=len(plain[code])
+            session, wallets[key], None, amount, "usage", events=len(plain[key])
         )
-        for item in plain[code]:
-            item.entry_ids.setdefault(code, charge.entry.id)
-    for opened in wallets.values():
-        await close_wallet(session, clock, opened)
+        for item in plain[key]:
+            item.entry_ids.setdefault(key[1], charge.entry.id)
+    await close_wallets(session, clock, [wallets[key] for key in sorted(wallets)])
 
 
 def _fee_answer(fee: Fee) -> dict[str, Any]:
@@ -342,9 +413,46 @@ def _fee_answer(fee: Fee) -> dict[str, Any]:
     return out
 
 
+def _default_answer(default: DefaultFee) -> dict[str, Any]:
+    return {
+        "price": DEFAULT_LLM_PRICE,
+        "subscription_id": None,
+        "asset": default.asset.code,
+        "quantity": "1",
+        "amount": format_amount(default.asset, default.amount_minor),
+    }
+
+
 def _fee_rows(organization_id: str, now: datetime, item: _Billed) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     hold = item.authorization
+    default = item.default
+    if default is not None and (
+        default.amount_minor != 0 or (hold is not None and hold.asset_code == default.asset.code)
+    ):
+        settles = hold is not None and hold.asset_code == default.asset.code
+        rows.append(
+            {
+                "id": new_id("fee"),
+                "organization_id": organization_id,
+                "event_id": item.event.id,
+                "event_type": item.event.type,
+                "customer_id": item.event.customer_id,
+                "subscription_id": None,
+                "price_code": DEFAULT_LLM_PRICE,
+                "asset_code": default.asset.code,
+                "amount_minor": default.amount_minor,
+                "quantity": "1",
+                "dimension": None,
+                "lines": [],
+                "period_start": item.event.timestamp,
+                "period_end": item.event.timestamp,
+                "event_timestamp": item.event.timestamp,
+                "entry_id": item.entry_ids.get(default.asset.code),
+                "authorization_id": hold.id if settles and hold is not None else None,
+                "created_at": now,
+            }
+        )
     for fee in item.fees:
         rating = fee.rating
         asset = fee.target.asset.code
@@ -396,8 +504,10 @@ class Estimate:
     """What an event like this would cost now, per asset, in minor units."""
 
     fees: dict[str, tuple[AssetInfo, int]]
-    #: Whether any real-time price counts such an event at all.
+    #: Whether any price (a real-time one, or the default LLM price) counts such an event.
     priced: bool
+    #: The event's `data.llm` has no vendor cost (an unknown model, bad usage).
+    unpriced: Unpriced | None = None
 
 
 async def estimate_event(
@@ -425,4 +535,16 @@ async def estimate_event(
         if fee.rating is not None and fee.rating.amount_minor > 0:
             asset, sofar = out[fee.target.asset.code]
             out[fee.target.asset.code] = (asset, sofar + fee.rating.amount_minor)
-    return Estimate(out, bool(targets))
+    llm = data.get("llm")
+    if not isinstance(llm, dict):
+        return Estimate(out, bool(targets))
+    default = await default_llm_fee(session, organization_id, llm, at)
+    if isinstance(default, Unpriced):
+        if not targets and default.policy == "record":
+            # Recorded, not blocked: the call goes ahead with nothing held.
+            usd = await get_asset(session, organization_id, "USD")
+            return Estimate({usd.code: (usd, 0)}, True, default)
+        return Estimate(out, bool(targets), default)
+    if not targets:
+        out[default.asset.code] = (default.asset, default.amount_minor)
+    return Estimate(out, True)

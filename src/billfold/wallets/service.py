@@ -405,7 +405,7 @@ async def issue_grant(
         **details,
     )
     if purpose == "paid":
-        opened.state.repay_debt(account, now, grant_id)
+        opened.state.repay_debt(account, amount_minor, now, grant_id)
     if expires_at is not None:
         opened.new_expiries.append(expires_at)
     await close_wallet(session, clock, opened)
@@ -468,7 +468,7 @@ async def adjust_customer(
             status=422,
         )
     if amount_minor > 0:
-        opened.state.repay_debt(opened.state.main, now, adjustment_id)
+        opened.state.repay_debt(opened.state.main, amount_minor, now, adjustment_id)
     await close_wallet(session, clock, opened)
     adjustment = Adjustment(
         id=adjustment_id,

@@ -196,12 +196,14 @@ class WalletState:
         entry = self._entry(kind, now, legs, reference_id, **details)
         return Charge(entry, amount_minor - shortfall, shortfall)
 
-    def repay_debt(self, source: AccountState, now: datetime, reference_id: str) -> int:
-        """Pay the wallet's debt first from money that just arrived in `source`;
-        returns what was repaid."""
+    def repay_debt(
+        self, source: AccountState, arrived_minor: int, now: datetime, reference_id: str
+    ) -> int:
+        """Pay the wallet's debt first from the `arrived_minor` that just came
+        into `source` (never from its credit line); returns what was repaid."""
         if self.debt is None:
             return 0
-        amount = min(self.debt_minor(), source.available_minor)
+        amount = min(self.debt_minor(), arrived_minor, source.available_minor)
         if amount <= 0:
             return 0
         self._entry(

@@ -9,11 +9,39 @@ WEBHOOK_TEST = "webhook.test"
 
 WALLET_BALANCE_LOW = "wallet.balance_low"
 WALLET_BALANCE_RECOVERED = "wallet.balance_recovered"
+
+SUBSCRIPTION_CREATED = "subscription.created"
+SUBSCRIPTION_UPDATED = "subscription.updated"
+SUBSCRIPTION_CANCELED = "subscription.canceled"
+INVOICE_CREATED = "invoice.created"
+INVOICE_FINALIZED = "invoice.finalized"
+INVOICE_PAID = "invoice.paid"
+INVOICE_VOIDED = "invoice.voided"
+CREDIT_NOTE_CREATED = "credit_note.created"
 #: Usage took a wallet past its funds and credit limit: the rest is debt.
 WALLET_OVERDRAWN = "wallet.overdrawn"
+#: A customer's margin over the rolling window fell below the organization's threshold.
+CUSTOMER_MARGIN_LOW = "customer.margin_low"
+#: A customer entered the top 5 % of customers by cost over the rolling window.
+CUSTOMER_COST_TOP_PERCENTILE = "customer.cost_top_percentile"
 
 KNOWN: frozenset[str] = frozenset(
-    {WEBHOOK_TEST, WALLET_BALANCE_LOW, WALLET_BALANCE_RECOVERED, WALLET_OVERDRAWN}
+    {
+        WEBHOOK_TEST,
+        WALLET_BALANCE_LOW,
+        WALLET_BALANCE_RECOVERED,
+        WALLET_OVERDRAWN,
+        SUBSCRIPTION_CREATED,
+        SUBSCRIPTION_UPDATED,
+        SUBSCRIPTION_CANCELED,
+        INVOICE_CREATED,
+        INVOICE_FINALIZED,
+        INVOICE_PAID,
+        INVOICE_VOIDED,
+        CREDIT_NOTE_CREATED,
+        CUSTOMER_MARGIN_LOW,
+        CUSTOMER_COST_TOP_PERCENTILE,
+    }
 )
 
 _FAMILY_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*\.\*$")

@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.String(length=255), nullable=False),
         sa.Column("event_type", sa.String(length=100), nullable=False),
         sa.Column("customer_id", sa.String(length=40), nullable=False),
-        sa.Column("subscription_id", sa.String(length=40), nullable=False),
+        sa.Column("subscription_id", sa.String(length=40), nullable=True),
         sa.Column("price_code", sa.String(length=64), nullable=False),
         sa.Column("asset_code", sa.String(length=20), nullable=False),
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
