@@ -214,7 +214,6 @@ class DefaultFee:
 
     asset: AssetInfo
     amount_minor: int
-    vendor_cost_minor: int
 
 
 async def default_llm_fee(
@@ -225,9 +224,7 @@ async def default_llm_fee(
         return cost
     policy = await cost_policy(session, organization_id)
     asset = await get_asset(session, organization_id, cost.asset)
-    return DefaultFee(
-        asset, marked_up_minor(cost.amount_minor, policy.markup_percent), cost.amount_minor
-    )
+    return DefaultFee(asset, marked_up_minor(cost.amount_minor, policy.markup_percent))
 
 
 @dataclass(slots=True)
