@@ -28,7 +28,7 @@ from billfold.metering.schemas import (
 router = APIRouter(route_class=BoundaryRoute)
 
 
-def _backfill_window_s(request: Request) -> int:
+async def _backfill_window_s(request: Request) -> int:
     return context_of(request).settings.event_backfill_window_s
 
 
