@@ -421,64 +421,60 @@ def _default_answer(default: DefaultFee) -> dict[str, Any]:
 
 
 def _fee_rows(organization_id: str, now: datetime, item: _Billed) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    hold = item.authorization
-    default = item.default
-    if default is not None and (
-        default.amount_minor != 0 or (hold is not None and hold.asset_code == default.asset.code)
-    ):
-        settles = hold is not None and hold.asset_code == default.asset.code
+    """One row per price that charged the event, or whose asset's hold it settled."""
+    event, hold = item.event, item.authorization
+
+    def row(asset_code: str, amount_minor: int, **fields: Any) -> dict[str, Any] | None:
+        settles = hold is not None and hold.asset_code == asset_code
+        if amount_minor == 0 and not settles:
+            return None
+        return {
+            "id": new_id("fee"),
+            "organization_id": organization_id,
+            "event_id": event.id,
+            "event_type": event.type,
+            "customer_id": event.customer_id,
+            "asset_code": asset_code,
+            "amount_minor": amount_minor,
+            "event_timestamp": event.timestamp,
+            "entry_id": item.entry_ids.get(asset_code),
+            "authorization_id": hold.id if settles and hold is not None else None,
+            "created_at": now,
+            **fields,
+        }
+
+    rows: list[dict[str, Any] | None] = []
+    if item.default is not None:
         rows.append(
-            {
-                "id": new_id("fee"),
-                "organization_id": organization_id,
-                "event_id": item.event.id,
-                "event_type": item.event.type,
-                "customer_id": item.event.customer_id,
-                "subscription_id": None,
-                "price_code": DEFAULT_LLM_PRICE,
-                "asset_code": default.asset.code,
-                "amount_minor": default.amount_minor,
-                "quantity": "1",
-                "dimension": None,
-                "lines": [],
-                "period_start": item.event.timestamp,
-                "period_end": item.event.timestamp,
-                "event_timestamp": item.event.timestamp,
-                "entry_id": item.entry_ids.get(default.asset.code),
-                "authorization_id": hold.id if settles and hold is not None else None,
-                "created_at": now,
-            }
+            row(
+                item.default.asset.code,
+                item.default.amount_minor,
+                subscription_id=None,
+                price_code=DEFAULT_LLM_PRICE,
+                quantity="1",
+                dimension=None,
+                lines=[],
+                period_start=event.timestamp,
+                period_end=event.timestamp,
+            )
         )
     for fee in item.fees:
-        rating = fee.rating
-        asset = fee.target.asset.code
-        settles = hold is not None and hold.asset_code == asset
-        if rating is None or (rating.amount_minor == 0 and not settles):
+        if fee.rating is None:
             continue
         rows.append(
-            {
-                "id": new_id("fee"),
-                "organization_id": organization_id,
-                "event_id": item.event.id,
-                "event_type": item.event.type,
-                "customer_id": item.event.customer_id,
-                "subscription_id": fee.target.subscription.id,
-                "price_code": fee.target.code,
-                "asset_code": asset,
-                "amount_minor": rating.amount_minor,
-                "quantity": decimal_text(rating.units),
-                "dimension": rating.dimension,
-                "lines": [_line_json(line) for line in rating.lines],
-                "period_start": fee.key.period_start,
-                "period_end": fee.period_end,
-                "event_timestamp": item.event.timestamp,
-                "entry_id": item.entry_ids.get(asset),
-                "authorization_id": hold.id if settles and hold is not None else None,
-                "created_at": now,
-            }
+            row(
+                fee.target.asset.code,
+                fee.rating.amount_minor,
+                subscription_id=fee.target.subscription.id,
+                price_code=fee.target.code,
+                quantity=decimal_text(fee.rating.units),
+                dimension=fee.rating.dimension,
+                lines=[_line_json(line) for line in fee.rating.lines],
+                period_start=fee.key.period_start,
+                period_end=fee.period_end,
+            )
         )
-    return rows
+    return [r for r in rows if r is not None]
 
 
 def _line_json(line: Any) -> dict[str, Any]:
