@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.authorizations.models import Authorization, AuthorizationSplit
+from billfold.db.bulk import insert_rows
 from billfold.ledger.book import require
 from billfold.wallets.state import Split
 
@@ -85,10 +86,8 @@ class AuthorizationRepository:
         return value
 
     async def insert(self, rows: list[dict[str, Any]], splits: list[dict[str, Any]]) -> None:
-        if rows:
-            await self.session.execute(sa.insert(Authorization), rows)
-        if splits:
-            await self.session.execute(sa.insert(AuthorizationSplit), splits)
+        await insert_rows(self.session, cast(sa.Table, Authorization.__table__), rows)
+        await insert_rows(self.session, cast(sa.Table, AuthorizationSplit.__table__), splits)
 
     async def resolve(
         self,

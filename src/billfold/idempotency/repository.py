@@ -7,6 +7,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billfold.db.bulk import insert_rows
 from billfold.db.engine import upsert_insert
 from billfold.idempotency.models import IdempotencyKey
 
@@ -59,28 +60,25 @@ class IdempotencyRepository:
     ) -> set[str]:
         """`insert_if_absent` for many (key, fingerprint, method, path) in one
         statement, rows in the order given; returns the keys this call created."""
-        if not keys:
-            return set()
-        statement = (
-            upsert_insert(self.session, IdempotencyKey)
-            .values(
-                [
-                    {
-                        "organization_id": self.organization_id,
-                        "key": key,
-                        "request_fingerprint": fingerprint,
-                        "method": method,
-                        "path": path,
-                        "created_at": now,
-                        "locked_until": lease_until,
-                    }
-                    for key, fingerprint, method, path in keys
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["organization_id", "key"])
-            .returning(IdempotencyKey.key)
+        created = await insert_rows(
+            self.session,
+            cast(sa.Table, IdempotencyKey.__table__),
+            [
+                {
+                    "organization_id": self.organization_id,
+                    "key": key,
+                    "request_fingerprint": fingerprint,
+                    "method": method,
+                    "path": path,
+                    "created_at": now,
+                    "locked_until": lease_until,
+                }
+                for key, fingerprint, method, path in keys
+            ],
+            conflict_do_nothing=("organization_id", "key"),
+            returning="key",
         )
-        return set((await self.session.scalars(statement)).all())
+        return set(created)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, IdempotencyKey]:
         if not keys:
