@@ -7,6 +7,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers.models import Customer
+from billfold.db.arrays import unnest_text
 
 
 class CustomerRepository:
@@ -58,31 +59,35 @@ class CustomerRepository:
             )
         )
 
-    async def get_many(self, customer_ids: Collection[str]) -> list[Customer]:
-        """The customers among these ids (any order); unknown ids are left out."""
+    async def ids_among(self, customer_ids: Collection[str]) -> set[str]:
+        """Which of these ids name a customer of the organization."""
         if not customer_ids:
-            return []
-        return list(
-            await self.session.scalars(
-                sa.select(Customer).where(
-                    Customer.organization_id == self.organization_id,
-                    Customer.id.in_(sorted(customer_ids)),
-                )
-            )
-        )
+            return set()
+        query = sa.select(Customer.id).where(Customer.organization_id == self.organization_id)
+        if self._postgresql():
+            wanted = unnest_text("customer_ids", customer_ids)
+            query = query.join(wanted, wanted.c.value == Customer.id)
+        else:
+            query = query.where(Customer.id.in_(sorted(customer_ids)))
+        return set(await self.session.scalars(query))
 
-    async def get_many_by_external_id(self, external_ids: Collection[str]) -> list[Customer]:
-        """The customers among these external ids (any order); unknown ones are left out."""
+    async def ids_by_external_id(self, external_ids: Collection[str]) -> dict[str, str]:
+        """The id of each customer among these external ids; unknown ones are left out."""
         if not external_ids:
-            return []
-        return list(
-            await self.session.scalars(
-                sa.select(Customer).where(
-                    Customer.organization_id == self.organization_id,
-                    Customer.external_id.in_(sorted(external_ids)),
-                )
-            )
+            return {}
+        query = sa.select(Customer.external_id, Customer.id).where(
+            Customer.organization_id == self.organization_id
         )
+        if self._postgresql():
+            wanted = unnest_text("external_ids", external_ids)
+            query = query.join(wanted, wanted.c.value == Customer.external_id)
+        else:
+            query = query.where(Customer.external_id.in_(sorted(external_ids)))
+        rows = await self.session.execute(query)
+        return {external_id: customer_id for external_id, customer_id in rows}
+
+    def _postgresql(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
 
     async def list_page(self, limit: int, starting_after: str | None) -> list[Customer]:
         query = sa.select(Customer).where(Customer.organization_id == self.organization_id)

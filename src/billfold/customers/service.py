@@ -172,13 +172,14 @@ async def resolve_customer(
     return customer
 
 
-async def resolve_customers(
+async def resolve_customer_ids(
     session: AsyncSession, organization_id: str, refs: Collection[str]
-) -> dict[str, Customer]:
-    """`resolve_customer` for many references at once, in two queries at most.
+) -> dict[str, str]:
+    """`resolve_customer` for many references at once, in two queries at most,
+    reading ids only (ingest resolves hundreds per request).
 
     Maps each reference that names a customer of the organization (`cus_…` or
-    `ext:<external_id>`) to it; references to no customer are left out.
+    `ext:<external_id>`) to its id; references to no customer are left out.
     """
     ids: set[str] = set()
     external_ids: set[str] = set()
@@ -190,11 +191,9 @@ async def resolve_customers(
             if 0 < len(external_id) <= limits.customer_external_id_length_max:
                 external_ids.add(external_id)
     repository = CustomerRepository(session, organization_id)
-    found: dict[str, Customer] = {}
-    for customer in await repository.get_many(ids):
-        found[customer.id] = customer
-    for customer in await repository.get_many_by_external_id(external_ids):
-        found[EXTERNAL_REF_PREFIX + customer.external_id] = customer
+    found = {customer_id: customer_id for customer_id in await repository.ids_among(ids)}
+    for external_id, customer_id in (await repository.ids_by_external_id(external_ids)).items():
+        found[EXTERNAL_REF_PREFIX + external_id] = customer_id
     return found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.authorizations.models import Authorization, AuthorizationSplit
+from billfold.db.bulk import insert_rows
 from billfold.db.engine import dialect_of, upsert_insert
 from billfold.ledger.book import AccountState, Entry, LedgerViolation
 from billfold.ledger.models import JournalEntry, LedgerAccount, Posting
@@ -41,6 +43,34 @@ def state_of(account: LedgerAccount) -> AccountState:
         credits_pending_minor=counters[3],
         loaded=counters,
     )
+
+
+# PostgreSQL: a batch's counter moves as one JSON array of [account id,
+# debits posted, credits posted, debits pending, credits pending] deltas. The
+# statement's text is the same for any number of accounts, so it is compiled
+# and prepared once, where a VALUES list of literals was compiled per batch.
+# Unpacked as jsonb, parsed once (a `json` value is parsed again by every `->>`).
+_PG_APPLY_DELTAS = sa.text(
+    """
+    UPDATE ledger_accounts AS a
+    SET debits_posted_minor = a.debits_posted_minor + d.d_dp,
+        credits_posted_minor = a.credits_posted_minor + d.d_cp,
+        debits_pending_minor = a.debits_pending_minor + d.d_dpe,
+        credits_pending_minor = a.credits_pending_minor + d.d_cpe
+    FROM (
+        SELECT r.row->>0 AS id, CAST(r.row->>1 AS bigint) AS d_dp,
+               CAST(r.row->>2 AS bigint) AS d_cp, CAST(r.row->>3 AS bigint) AS d_dpe,
+               CAST(r.row->>4 AS bigint) AS d_cpe
+        FROM jsonb_array_elements(CAST(:deltas AS jsonb)) AS r(row)
+    ) AS d
+    WHERE a.id = d.id
+      AND a.organization_id = :organization_id
+      AND (d.d_cp - d.d_dp - d.d_dpe >= 0
+           OR (a.credits_posted_minor + d.d_cp) - (a.debits_posted_minor + d.d_dp)
+              - (a.debits_pending_minor + d.d_dpe) >= a.floor_minor)
+    RETURNING a.id
+    """
+).columns(id=sa.String())
 
 
 class LedgerRepository:
@@ -134,8 +164,19 @@ class LedgerRepository:
         """Insert the entries and move the counters, guarded in the database too."""
         if not entries:
             return
-        await self.session.execute(
-            sa.insert(cast(sa.Table, JournalEntry.__table__)),
+        await self._insert(entries)
+        if dialect_of(self.session) == "postgresql" and len(changed) > 1:
+            await self._apply_deltas(changed)
+        else:
+            for account in changed:
+                await self._apply_delta(account)
+
+    async def _insert(self, entries: Sequence[Entry]) -> None:
+        """The entries, then their postings, in the order given (postings take
+        their serial ids in that order)."""
+        await insert_rows(
+            self.session,
+            cast(sa.Table, JournalEntry.__table__),
             [
                 {
                     "id": e.id,
@@ -149,8 +190,9 @@ class LedgerRepository:
                 for e in entries
             ],
         )
-        await self.session.execute(
-            sa.insert(cast(sa.Table, Posting.__table__)),
+        await insert_rows(
+            self.session,
+            cast(sa.Table, Posting.__table__),
             [
                 {
                     "organization_id": e.organization_id,
@@ -165,48 +207,17 @@ class LedgerRepository:
                 for leg in e.legs
             ],
         )
-        if dialect_of(self.session) == "postgresql" and len(changed) > 1:
-            await self._apply_deltas(changed)
-        else:
-            for account in changed:
-                await self._apply_delta(account)
 
     async def _apply_deltas(self, changed: Sequence[AccountState]) -> None:
-        """Every counter move of a batch in one UPDATE … FROM (VALUES …): one
-        round trip however many wallets the batch touched, with the same floor
-        guard as `_apply_delta` on each row that lowers its account."""
-        table = LedgerAccount
-        deltas = sa.values(
-            sa.column("id", sa.String),
-            sa.column("d_dp", sa.BigInteger),
-            sa.column("d_cp", sa.BigInteger),
-            sa.column("d_dpe", sa.BigInteger),
-            sa.column("d_cpe", sa.BigInteger),
-            name="deltas",
-        ).data([(account.id, *account.delta()) for account in changed])
-        lowers = (deltas.c.d_cp - deltas.c.d_dp - deltas.c.d_dpe) < 0
-        statement = (
-            sa.update(table)
-            .where(
-                table.id == deltas.c.id,
-                table.organization_id == self.organization_id,
-                sa.or_(
-                    sa.not_(lowers),
-                    (table.credits_posted_minor + deltas.c.d_cp)
-                    - (table.debits_posted_minor + deltas.c.d_dp)
-                    - (table.debits_pending_minor + deltas.c.d_dpe)
-                    >= table.floor_minor,
-                ),
+        """Every counter move of a batch in one UPDATE … FROM: one round trip
+        however many wallets the batch touched, with the same floor guard as
+        `_apply_delta` on each row that lowers its account."""
+        deltas = json.dumps([[account.id, *account.delta()] for account in changed])
+        moved = set(
+            await self.session.scalars(
+                _PG_APPLY_DELTAS, {"organization_id": self.organization_id, "deltas": deltas}
             )
-            .values(
-                debits_posted_minor=table.debits_posted_minor + deltas.c.d_dp,
-                credits_posted_minor=table.credits_posted_minor + deltas.c.d_cp,
-                debits_pending_minor=table.debits_pending_minor + deltas.c.d_dpe,
-                credits_pending_minor=table.credits_pending_minor + deltas.c.d_cpe,
-            )
-            .returning(table.id)
         )
-        moved = set((await self.session.scalars(statement)).all())
         for account in changed:
             if account.id not in moved:
                 raise LedgerViolation(

@@ -77,18 +77,12 @@ def decimal_text(value: Decimal | int) -> str:
     assert value.is_finite(), value
     if value.is_zero():
         return "0"
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
-    text = "".join(map(str, digits))
-    while exponent < 0 and text.endswith("0"):
-        text = text[:-1]
-        exponent += 1
-    if exponent >= 0:
-        text = text + "0" * exponent
-    else:
-        text = text.rjust(-exponent + 1, "0")
-        text = f"{text[:exponent]}.{text[exponent:]}"
-    return ("-" if sign else "") + text
+    # Decimal's own fixed-point formatting is exact (no context, no
+    # rounding) and runs in C; only the trailing zeros are ours to drop.
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 def storable(text: str) -> bool:
@@ -96,6 +90,8 @@ def storable(text: str) -> bool:
     text or jsonb, and a lone surrogate is not UTF-8."""
     if "\x00" in text:
         return False
+    if text.isascii():
+        return True  # ASCII encodes; only non-ASCII can hold a lone surrogate
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -158,9 +154,6 @@ def sanitize_json(value: Any, path: str) -> tuple[Any, str]:
         raise DataError(bad.message, ".".join([path, *reversed(bad.keys)])) from None
 
 
-_dumps_canonical = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False
-).encode
 # An int longer than `limits.event_number_length_max` characters.
 _INT_MAX = 10**limits.event_number_length_max
 _INT_MIN = -(10 ** (limits.event_number_length_max - 1))
@@ -185,12 +178,23 @@ def _plain(value: Any, depth: int) -> bool:
     if value is None or kind is bool:
         return True
     if kind is dict:
+        # Leaves (strings, small ints, true, false, null) are checked here
+        # rather than by a call each, when they are within the depth limit.
+        inline = depth < limits.event_data_depth_max
         for key, item in value.items():
             if not key or len(key) > limits.event_data_key_length_max or not storable(key):
                 raise _Bad(
                     f"has a key that is empty, longer than {limits.event_data_key_length_max} "
                     "characters or not storable"
                 )
+            if inline:
+                leaf = type(item)
+                if leaf is int and _INT_MIN < item < _INT_MAX:
+                    continue
+                if leaf is str and storable(item):
+                    continue
+                if item is None or leaf is bool:
+                    continue
             try:
                 if not _plain(item, depth + 1):
                     return False
@@ -282,6 +286,39 @@ def _number(value: int | Decimal, path: str) -> int | Decimal:
 # The C escaper json.dumps(..., ensure_ascii=False) uses, without building
 # an encoder per call.
 _quote: Any = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
+
+
+_dumps_canonical: Any = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False
+).encode
+
+
+def _make_c_dumps() -> Any:
+    """`_dumps_canonical` straight from the C encoder `JSONEncoder.encode`
+    builds anew on every call (most of its cost for a small event's data),
+    built once; the same arguments, so the same text. None where the
+    interpreter's encoder is not the one this was written against."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+    try:
+        encode = make(None, refuse, _quote, None, ":", ",", True, False, True)
+        if "".join(encode({"b": [1, None, True], "a": "é"}, 0)) != '{"a":"é","b":[1,null,true]}':
+            return None
+    except TypeError:
+        return None
+
+    def dumps(value: Any) -> str:
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+_dumps_canonical = _make_c_dumps() or _dumps_canonical
 
 
 def quote_json(text: str) -> str:

@@ -136,6 +136,9 @@ class Catalog:
         ]
         meters = await self.repository.meters({stored["meter"] for _, stored in wanted})
         assets: dict[str, AssetInfo] = {}
+        # Parsed once per stored price, not once per subscriber: a request's
+        # customers mostly share a few product versions. Prices are frozen.
+        parsed: dict[int, Price] = {}
         for subscription, stored in wanted:
             meter = meters[stored["meter"]]
             if meter.aggregation not in REALTIME_AGGREGATIONS:
@@ -144,11 +147,14 @@ class Catalog:
             code = stored["asset"]
             if code not in assets:
                 assets[code] = await get_asset(self.session, self.organization_id, code)
+            price = parsed.get(id(stored))
+            if price is None:
+                price = parsed[id(stored)] = usage_price(stored, assets[code])
             self.by_customer[subscription.customer_id].append(
                 RealtimePrice(
                     subscription=subscription,
                     code=stored["code"],
-                    price=usage_price(stored, assets[code]),
+                    price=price,
                     meter=meter,
                     asset=assets[code],
                 )
@@ -170,18 +176,33 @@ def _covers(subscription: Subscription, at: datetime) -> bool:
     )
 
 
-def plan_fees(targets: Sequence[RealtimePrice], data: Mapping[str, Any], at: datetime) -> list[Fee]:
-    """The fees an event will owe, before the totals are known."""
+def plan_fees(
+    targets: Sequence[RealtimePrice],
+    data: Mapping[str, Any],
+    at: datetime,
+    periods: dict[str, tuple[datetime, datetime]] | None = None,
+) -> list[Fee]:
+    """The fees an event will owe, before the totals are known.
+
+    `periods` keeps each subscription's last period across the events of a
+    request: periods are half-open and tile time, so an instant inside one
+    is in no other, and the calendar arithmetic runs once per subscription
+    and period rather than once per event.
+    """
     fees = []
     for target in targets:
         quantity = event_quantity(target.meter, data)
         if quantity is None:
             continue
-        start, end = subscription_period(target.subscription, at)
+        subscription_id = target.subscription.id
+        period = None if periods is None else periods.get(subscription_id)
+        if period is None or not period[0] <= at < period[1]:
+            period = subscription_period(target.subscription, at)
+            if periods is not None:
+                periods[subscription_id] = period
+        start, end = period
         dimension = match_dimension(target.price, data)
-        key = TotalKey(
-            target.subscription.id, target.code, -1 if dimension is None else dimension, start
-        )
+        key = TotalKey(subscription_id, target.code, -1 if dimension is None else dimension, start)
         fees.append(Fee(target, key, end, quantity))
     return fees
 
@@ -243,7 +264,8 @@ async def bill_events(
     organization_id: str,
     events: Sequence[AcceptedEvent],
 ) -> dict[str, list[dict[str, Any]]]:
-    """Rate and debit the accepted events; their fees, by event id, for the answer."""
+    """Rate and debit the accepted events; their fees, by event id, for the
+    answer (an event that owes nothing and settles no hold is left out)."""
     if not events:
         return {}
     now = clock.now()
@@ -256,15 +278,21 @@ async def bill_events(
     holds = AuthorizationRepository(session, organization_id)
     named = await holds.get_many(sorted({e.authorization_id for e in events if e.authorization_id}))
     by_customer: dict[str, list[_Billed]] = defaultdict(list)
+    periods: dict[str, tuple[datetime, datetime]] = {}
     for event in events:
         targets = catalog.prices_for(event.customer_id, event.type, event.data, event.timestamp)
-        item = _Billed(event, plan_fees(targets, event.data, event.timestamp))
+        fees = plan_fees(targets, event.data, event.timestamp, periods) if targets else []
+        item = _Billed(event, fees)
         llm = event.data.get("llm")
         if not targets and isinstance(llm, dict):
             default = await default_llm_fee(session, organization_id, llm, event.timestamp)
             # Unpriced (an unknown model): the cost is flagged by the costs
             # module; the event is never billed as if it were free of cost.
             item.default = default if isinstance(default, DefaultFee) else None
+        if not item.fees and item.default is None and event.authorization_id is None:
+            # Nothing to charge and no hold to settle: no wallet, no fee row,
+            # and its answer is the `fees: []` every unanswered event gets.
+            continue
         by_customer[event.customer_id].append(item)
     repository = RealtimeRepository(session, organization_id)
     billed = [item for customer_id in sorted(by_customer) for item in by_customer[customer_id]]

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import TypeVarTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql import Select
 
+from billfold.db.arrays import unnest_text
 from billfold.db.engine import dialect_of, upsert_insert
 from billfold.ledger.models import LedgerAccount
 from billfold.wallets.models import Adjustment, Grant, Wallet
+
+Ts = TypeVarTuple("Ts")
 
 
 def main_account_id(organization_id: str, customer_id: str, asset_code: str) -> str:
@@ -23,6 +29,20 @@ class WalletRepository:
     def __init__(self, session: AsyncSession, organization_id: str) -> None:
         self.session = session
         self.organization_id = organization_id
+
+    def _among(
+        self,
+        query: Select[*Ts],
+        column: InstrumentedAttribute[str],
+        values: Collection[str],
+    ) -> Select[*Ts]:
+        """`query` narrowed to rows whose `column` is one of `values`; on
+        PostgreSQL a join to one array parameter (see `billfold.db.arrays`):
+        a billed ingest request names hundreds of wallets."""
+        if dialect_of(self.session) == "postgresql":
+            wanted = unnest_text(f"{column.key}_values", values)
+            return query.join(wanted, wanted.c.value == column)
+        return query.where(column.in_(sorted(values)))
 
     async def lock(self, customer_id: str, asset_code: str) -> Wallet | None:
         """The wallet row, locked for this transaction (SQLite's `BEGIN IMMEDIATE`
@@ -46,20 +66,15 @@ class WalletRepository:
         takes them in this order, so no two transactions wait in a cycle."""
         if not keys:
             return []
-        customers = sorted({customer for customer, _ in keys})
         wanted = set(keys)
-        query = (
-            sa.select(Wallet)
-            .where(
-                Wallet.organization_id == self.organization_id,
-                Wallet.customer_id.in_(customers),
-                Wallet.asset_code.in_(sorted({asset for _, asset in keys})),
-            )
-            .order_by(Wallet.customer_id, Wallet.asset_code)
-            .execution_options(populate_existing=True)
+        query = sa.select(Wallet).where(Wallet.organization_id == self.organization_id)
+        query = self._among(query, Wallet.customer_id, {customer for customer, _ in keys})
+        query = self._among(query, Wallet.asset_code, {asset for _, asset in keys})
+        query = query.order_by(Wallet.customer_id, Wallet.asset_code).execution_options(
+            populate_existing=True
         )
         if dialect_of(self.session) == "postgresql":
-            query = query.with_for_update()
+            query = query.with_for_update(of=Wallet)
         # The IN lists may name a few pairs nobody asked for; they are locked
         # too (harmless, same order) and dropped here.
         return [
@@ -69,14 +84,11 @@ class WalletRepository:
     async def accounts(self, account_ids: Sequence[str]) -> dict[str, LedgerAccount]:
         if not account_ids:
             return {}
-        rows = await self.session.scalars(
-            sa.select(LedgerAccount)
-            .where(
-                LedgerAccount.organization_id == self.organization_id,
-                LedgerAccount.id.in_(sorted(set(account_ids))),
-            )
-            .execution_options(populate_existing=True)
+        query = sa.select(LedgerAccount).where(
+            LedgerAccount.organization_id == self.organization_id
         )
+        query = self._among(query, LedgerAccount.id, set(account_ids))
+        rows = await self.session.scalars(query.execution_options(populate_existing=True))
         return {row.id: row for row in rows}
 
     async def live_grants_many(
@@ -86,17 +98,17 @@ class WalletRepository:
         found: dict[tuple[str, str], list[tuple[Grant, LedgerAccount]]] = {k: [] for k in keys}
         if not keys:
             return found
-        rows = await self.session.execute(
+        query = (
             sa.select(Grant, LedgerAccount)
             .join(LedgerAccount, LedgerAccount.id == Grant.account_id)
             .where(
                 Grant.organization_id == self.organization_id,
-                Grant.customer_id.in_(sorted({customer for customer, _ in keys})),
-                Grant.asset_code.in_(sorted({asset for _, asset in keys})),
                 sa.or_(Grant.status == "active", LedgerAccount.debits_pending_minor > 0),
             )
-            .execution_options(populate_existing=True)
         )
+        query = self._among(query, Grant.customer_id, {customer for customer, _ in keys})
+        query = self._among(query, Grant.asset_code, {asset for _, asset in keys})
+        rows = await self.session.execute(query.execution_options(populate_existing=True))
         for grant, account in rows:
             key = (grant.customer_id, grant.asset_code)
             if key in found:
