@@ -94,25 +94,11 @@ async def _decline_without_wallet(
     body: AuthorizationCreate,
     decline_code: str,
 ) -> Response:
-    """A decline that needs no wallet (unknown customer or asset): answered here,
-    and stored for its key so a retry gets the same decline."""
-    result = service.answer(
-        200,
-        {
-            "id": None,
-            "object": "authorization",
-            "status": "declined",
-            "decline_code": decline_code,
-            "customer_id": None,
-            "asset": body.asset,
-            "amount": body.amount or "0",
-            "captured_amount": "0",
-            "released_amount": "0",
-            "expires_at": None,
-            "created_at": None,
-            "resolved_at": None,
-            "metadata": body.metadata or {},
-        },
+    """A decline that needs no wallet, found before the batch (an unknown
+    asset, or an estimate's unknown customer): answered here, and stored for
+    its key so a retry gets the same decline."""
+    result = service.declined_without_wallet(
+        body.asset, body.amount or "0", body.metadata or {}, decline_code
     )
     if ref is not None:
         stored = await idempotency.claim(
@@ -160,12 +146,17 @@ async def create_authorization(
     ref = await _idempotency_ref(request)
     # No look for a stored answer first: the writer's claim replays one (or
     # refuses a reused key) in its batch, which saves a query per new request.
-    try:
-        customer = await resolve_customer(session, principal.organization_id, body.customer_id)
-    except NotFound:
-        return await _decline_without_wallet(
-            session, clock, principal, ref, body, "customer_not_found"
-        )
+    # Nor for the customer: the writer resolves a whole batch's at once (and
+    # declines `customer_not_found` there); only an estimate needs it here.
+    customer_ref = body.customer_id
+    if body.estimate is not None:
+        try:
+            customer = await resolve_customer(session, principal.organization_id, customer_ref)
+        except NotFound:
+            return await _decline_without_wallet(
+                session, clock, principal, ref, body, "customer_not_found"
+            )
+        customer_ref = customer.id
     try:
         asset = (
             None
@@ -181,7 +172,7 @@ async def create_authorization(
             asset, amount_minor = _plain_amount(asset, body)
         else:
             estimated = await _estimated_amount(
-                session, clock, principal, customer.id, asset, body, await request.body()
+                session, clock, principal, customer_ref, asset, body, await request.body()
             )
             if isinstance(estimated, str):
                 return await _decline_without_wallet(
@@ -200,7 +191,7 @@ async def create_authorization(
     result = await context_of(request).wallet_writer.submit(
         AuthorizeRequest(
             organization_id=principal.organization_id,
-            customer_id=customer.id,
+            customer_ref=customer_ref,
             asset=asset,
             amount_minor=amount_minor,
             ttl_s=body.ttl_s,

@@ -32,7 +32,9 @@ class IdempotencyRef:
 @dataclass(frozen=True, slots=True)
 class AuthorizeRequest:
     organization_id: str
-    customer_id: str
+    #: As the caller named it (`cus_…` or `ext:<external_id>`): the writer
+    #: resolves every request's customer of a batch with one query.
+    customer_ref: str
     asset: AssetInfo
     amount_minor: int
     ttl_s: int
@@ -110,8 +112,33 @@ def problem_answer(error: BillfoldError, request_id: str | None) -> Answer:
     )
 
 
+def declined_without_wallet(
+    asset_code: str | None, amount: str, metadata: dict[str, str], decline_code: str
+) -> Answer:
+    """The decline of a request that names no wallet (an unknown customer or
+    asset): nothing was held, so there is no authorization to name."""
+    return answer(
+        200,
+        {
+            "id": None,
+            "object": "authorization",
+            "status": "declined",
+            "decline_code": decline_code,
+            "customer_id": None,
+            "asset": asset_code,
+            "amount": amount,
+            "captured_amount": "0",
+            "released_amount": "0",
+            "expires_at": None,
+            "created_at": None,
+            "resolved_at": None,
+            "metadata": metadata,
+        },
+    )
+
+
 def authorize(
-    opened: OpenWallet | None, request: AuthorizeRequest, now: datetime
+    opened: OpenWallet | None, request: AuthorizeRequest, customer_id: str, now: datetime
 ) -> tuple[Authorization, list[Split]]:
     """Hold the amount if the wallet can cover it; decline otherwise. Nothing partial."""
     authorization_id = new_id("auth")
@@ -125,7 +152,7 @@ def authorize(
     authorization = Authorization(
         id=authorization_id,
         organization_id=request.organization_id,
-        customer_id=request.customer_id,
+        customer_id=customer_id,
         asset_code=request.asset.code,
         amount_minor=request.amount_minor,
         status="authorized" if authorized else "declined",

@@ -32,6 +32,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billfold import limits
+from billfold.assets.amounts import format_amount
 from billfold.authorizations import service
 from billfold.authorizations.models import Authorization
 from billfold.authorizations.repository import AuthorizationRepository
@@ -43,6 +44,7 @@ from billfold.authorizations.service import (
     WalletRequest,
 )
 from billfold.clock import Clock
+from billfold.customers.service import resolve_customer_ids
 from billfold.errors import BillfoldError, Conflict, NotFound
 from billfold.idempotency import service as idempotency
 from billfold.wallets.service import OpenWallet, close_wallets, open_wallets
@@ -124,11 +126,13 @@ class WalletWriter:
     ) -> list[Answer]:
         async with self.sessions() as session:
             now = self.clock.now()
-            wallets = await open_wallets(
+            customer_ids = await resolve_customer_ids(
                 session,
-                now,
                 organization_id,
-                sorted({(r.customer_id, r.asset.code) for r in requests}),
+                {r.customer_ref for r in requests if isinstance(r, AuthorizeRequest)},
+            )
+            wallets = await open_wallets(
+                session, now, organization_id, _wallet_keys(requests, customer_ids)
             )
             answers: list[Answer | None] = [None] * len(requests)
             first_with_key: dict[str, int] = {}
@@ -143,16 +147,30 @@ class WalletWriter:
             for index, request in enumerate(requests):
                 if answers[index] is not None or _is_duplicate(request, index, first_with_key):
                     continue
-                opened = wallets.get((request.customer_id, request.asset.code))
                 if isinstance(request, AuthorizeRequest):
-                    row, taken = service.authorize(opened, request, now)
+                    customer_id = customer_ids.get(request.customer_ref)
+                    if customer_id is None:
+                        answers[index] = service.declined_without_wallet(
+                            request.asset.code,
+                            format_amount(request.asset, request.amount_minor),
+                            request.metadata,
+                            "customer_not_found",
+                        )
+                        continue
+                    opened = wallets.get((customer_id, request.asset.code))
+                    row, taken = service.authorize(opened, request, customer_id, now)
                     new_rows.append(row)
                     if taken:
                         new_splits.append((row.id, taken))
                     answers[index] = service.answer(200, service.render(row, request.asset))
                 else:
                     answers[index] = await self._resolve(
-                        holds, opened, loaded.get(request.authorization_id), splits, request, now
+                        holds,
+                        wallets.get((request.customer_id, request.asset.code)),
+                        loaded.get(request.authorization_id),
+                        splits,
+                        request,
+                        now,
                     )
 
             await close_wallets(session, self.clock, list(wallets.values()))
@@ -283,6 +301,20 @@ class WalletWriter:
         )
         await holds.resolve(authorization, status, captured, released, now)
         return service.answer(200, service.render(authorization, request.asset))
+
+
+def _wallet_keys(
+    requests: Sequence[WalletRequest], customer_ids: dict[str, str]
+) -> list[tuple[str, str]]:
+    """The (customer, asset) of every wallet the batch touches, sorted: the
+    order every path locks wallets in."""
+    keys: set[tuple[str, str]] = set()
+    for request in requests:
+        if isinstance(request, ResolveRequest):
+            keys.add((request.customer_id, request.asset.code))
+        elif (customer_id := customer_ids.get(request.customer_ref)) is not None:
+            keys.add((customer_id, request.asset.code))
+    return sorted(keys)
 
 
 def _reused() -> Conflict:

@@ -125,7 +125,7 @@ class LocalBilling:
         answer = await self.ctx.wallet_writer.submit(
             AuthorizeRequest(
                 organization_id=caller.organization_id,
-                customer_id=caller.customer_id,
+                customer_ref=caller.customer_id,
                 asset=asset,
                 amount_minor=amount_minor,
                 ttl_s=options.ttl_s,
