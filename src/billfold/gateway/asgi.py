@@ -17,6 +17,7 @@ from billfold.api.context import AppContext
 from billfold.config import Settings
 from billfold.gateway.app import GatewayConfig, Upstream, create_gateway_app
 from billfold.observability import configure_logging
+from billfold.serving import settle_garbage_collector
 
 
 def config_from_env() -> GatewayConfig:
@@ -39,3 +40,4 @@ def build() -> Starlette:
 
 
 app = build()
+settle_garbage_collector()  # a server process from here on
