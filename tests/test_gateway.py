@@ -8,15 +8,18 @@ USD, an output token 2,000,000.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import anthropic
 import httpx
 import openai
 import pytest
+import sqlalchemy as sa
 
 from billfold import Billfold
 from billfold.gateway.app import GatewayConfig, Upstream, origin
@@ -27,6 +30,7 @@ from tests.llm_support import (
     FakeUpstream,
     ThreadServer,
     billfold_server,
+    db_rows,
     fake_upstream,
     holds,
     llm_customer,
@@ -270,3 +274,42 @@ def test_an_unreachable_provider_is_a_502_and_releases(database_url: str) -> Non
             assert [row[0] for row in gate.settled(1)] == ["released"]
             with pytest.raises(anthropic.NotFoundError):
                 gate.anthropic().messages.create(model="c", max_tokens=1, messages=HI)
+
+
+def test_a_settlement_left_queued_by_a_process_that_died_is_ingested(gate: Gate) -> None:
+    """A gateway queues each answered call's usage event durably; one that
+    died before ingesting leaves the row, and a running gateway ingests it."""
+    hold = gate.billfold.authorizations.create(customer_id="ext:acme", asset="USD", amount="1.00")
+    [(organization_id,)] = db_rows(
+        gate.database_url, "SELECT organization_id FROM customers WHERE external_id = 'acme'"
+    )
+    event = {
+        "id": "llm_call_left_behind",
+        "type": "llm.usage",
+        "customer_id": "ext:acme",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "authorization_id": hold["id"],
+        "data": {"model": "gpt-4o", "provider": "openai", "input_tokens": 10, "output_tokens": 5},
+    }
+    engine = sa.create_engine(gate.database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO gateway_settlements (organization_id, event, created_at) "
+                    "VALUES (:organization_id, :event, :now)"
+                ),
+                {
+                    "organization_id": organization_id,
+                    "event": json.dumps(event),
+                    "now": datetime.now(UTC).replace(tzinfo=None),
+                },
+            )
+    finally:
+        engine.dispose()
+    [settled] = gate.settled(1)
+    # 10 input tokens at 0.001 USD and 5 output tokens at 0.002 USD (llm_prices).
+    assert settled[0] == "captured"
+    assert settled[2] == 20_000_000
+    assert [data["input_tokens"] for data in usage_events(gate.database_url)] == [10]
+    assert db_rows(gate.database_url, "SELECT count(*) FROM gateway_settlements") == [(0,)]

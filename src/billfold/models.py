@@ -13,7 +13,7 @@ from billfold.costs.models import (
 )
 from billfold.customers.models import Customer
 from billfold.db.base import Base
-from billfold.gateway.models import GatewayKey
+from billfold.gateway.models import GatewayKey, GatewaySettlement
 from billfold.idempotency.models import IdempotencyKey
 from billfold.invoicing.models import (
     Coupon,
@@ -51,6 +51,7 @@ __all__ = [
     "EventFee",
     "ExchangeRate",
     "GatewayKey",
+    "GatewaySettlement",
     "Grant",
     "IdempotencyKey",
     "Invoice",

@@ -174,6 +174,7 @@ class Gateway:
     async def close(self) -> None:
         if self._drains:
             await asyncio.gather(*self._drains, return_exceptions=True)
+        await self.billing.close()  # after the settles above have queued
         await self.http.aclose()
 
     async def _failed(
@@ -461,6 +462,7 @@ def create_gateway_app(ctx: AppContext, config: GatewayConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        gateway.billing.start()
         try:
             yield
         finally:

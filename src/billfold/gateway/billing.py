@@ -6,6 +6,7 @@ SDK wrappers send (`billfold.llm._billing`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from billfold.authorizations.service import AuthorizeRequest, IdempotencyRef, Re
 from billfold.errors import InvalidRequest
 from billfold.gateway import service as gateway_keys
 from billfold.gateway.models import GatewayKey
+from billfold.gateway.repository import SettlementRepository
 from billfold.idempotency import service as idempotency
 from billfold.llm._billing import (
     AuthorizationDeclined,
@@ -58,8 +60,9 @@ class Caller:
 
 class LocalBilling:
     def __init__(self, ctx: AppContext, *, hold_amount: str | None, asset: str, ttl_s: int) -> None:
-        self._pending: dict[str, list[tuple[dict[str, Any], str, asyncio.Future[None]]]] = {}
-        self._flushers: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._drainer: asyncio.Task[None] | None = None
         self.ctx = ctx
         self.hold_amount = hold_amount
         self.asset = asset
@@ -212,58 +215,75 @@ class LocalBilling:
     async def _ingest(
         self, caller: Caller, options: Options, opened: Opened, data: dict[str, Any]
     ) -> None:
-        """Queue the call's usage event; it is ingested with the others queued
-        within `limits.gateway_settle_linger_s` in one transaction (one lock of the wallet,
-        one commit), which costs far less than one each. Returns once committed."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Queue the call's usage event durably (one short transaction); the
+        drainer ingests it with the others queued meanwhile, in one
+        transaction, which costs far less than one each. Returns once queued."""
         event = usage_event(options, opened, data, self.ctx.clock.now())
-        queue = self._pending.setdefault(caller.organization_id, [])
-        queue.append((event, opened.call_id, done))
-        if caller.organization_id not in self._flushers:
-            flusher = asyncio.create_task(self._flush(caller.organization_id, caller.principal))
-            self._flushers[caller.organization_id] = flusher
-        await asyncio.shield(done)
+        async with self.ctx.sessions() as session:
+            await SettlementRepository(session).add(
+                caller.organization_id, json.dumps(event), self.ctx.clock.now()
+            )
+            await session.commit()
+        self._wake.set()
 
-    async def _flush(self, organization_id: str, principal: Principal) -> None:
-        try:
-            queue = self._pending[organization_id]
-            while True:
-                # Linger before every batch, the first and those that follow
-                # one: events gather while a batch commits, and go together.
+    def start(self) -> None:
+        """Start draining the queue, beginning with what an earlier process left."""
+        self._drainer = asyncio.get_running_loop().create_task(self._drain_forever())
+
+    async def close(self) -> None:
+        """Drain what is queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._drainer is not None:
+            await self._drainer
+
+    async def _drain_forever(self) -> None:
+        while True:
+            # Woken by a new row, or by the clock for rows another process
+            # queued and could not ingest (it died, or its database call failed).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), limits.gateway_settlement_poll_s)
+            self._wake.clear()
+            if not self._closing:
+                # Linger: the calls that end meanwhile share the transaction.
                 await asyncio.sleep(limits.gateway_settle_linger_s)
-                if not queue:
-                    break
-                batch = queue[: limits.events_per_batch_max]
-                del queue[: limits.events_per_batch_max]
-                await self._ingest_batch(principal, batch)
-        finally:
-            # No await between the emptiness check and this: a later event
-            # either joined the batch or starts a new flusher.
-            del self._flushers[organization_id]
-            if not self._pending.get(organization_id):
-                self._pending.pop(organization_id, None)
+            # Again at once only while a backlog remains; otherwise linger
+            # first, or each call's event would go alone, right behind it.
+            while await self._drain_once():
+                pass
+            if self._closing:
+                return
 
-    async def _ingest_batch(
-        self, principal: Principal, batch: list[tuple[dict[str, Any], str, asyncio.Future[None]]]
-    ) -> None:
+    async def _drain_once(self) -> bool:
+        """Ingest the oldest queued events of one organization; whether more
+        were waiting (a full batch, or other organizations' events)."""
         try:
             async with self.ctx.sessions() as session:
+                queue = SettlementRepository(session)
+                rows = await queue.take(limits.events_per_batch_max)
+                if not rows:
+                    return False
+                organization_id = rows[0].organization_id
+                backlog = len(rows) == limits.events_per_batch_max
+                mine = [row for row in rows if row.organization_id == organization_id]
+                backlog = backlog or len(mine) < len(rows)
+                rows = mine
                 outcome = await metering.ingest(
                     session,
                     self.ctx.clock,
-                    principal,
-                    [event for event, _, _ in batch],
+                    Principal(organization_id=organization_id, api_key_id="gateway"),
+                    [json.loads(row.event) for row in rows],
                     backfill_window_s=self.ctx.settings.event_backfill_window_s,
                 )
+                await queue.remove([row.id for row in rows])
                 await session.commit()
         except Exception:
-            # The holds stay until they expire (releasing everything): logged
-            # loudly, since those calls then go unbilled.
-            logger.exception("could not settle %d calls", len(batch))
-            outcome = None
-        for index, (_, call_id, done) in enumerate(batch):
-            if outcome is not None and outcome.results[index].status == "rejected":
-                result = outcome.results[index]
-                logger.error("usage event %s rejected: %s %s", call_id, result.code, result.detail)
-            if not done.done():
-                done.set_result(None)
+            # The rows stay queued and are tried again on the next tick.
+            logger.exception("could not settle queued calls; they stay queued")
+            return False
+        for result in outcome.results:
+            if result.status == "rejected":
+                logger.error(
+                    "usage event %s rejected: %s %s", result.id, result.code, result.detail
+                )
+        return backlog

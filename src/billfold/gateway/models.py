@@ -27,3 +27,20 @@ class GatewayKey(Base):
     key_prefix: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class GatewaySettlement(Base):
+    """A call's usage event, written once the gateway has answered and waiting
+    to be ingested (rated, charged, its hold settled) with others in one
+    transaction. A gateway that dies before ingesting leaves the row; the
+    next one to run ingests it, so no answered call goes unbilled."""
+
+    __tablename__ = "gateway_settlements"
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    organization_id: Mapped[str] = mapped_column(sa.String(40), sa.ForeignKey("organizations.id"))
+    #: The usage event as `POST /v1/events` takes it, in JSON.
+    event: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime]

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.gateway.models import GatewayKey
+from billfold.db.engine import dialect_of
+from billfold.gateway.models import GatewayKey, GatewaySettlement
 
 
 class GatewayKeyRepository:
@@ -61,3 +63,32 @@ async def find_active_by_hash(session: AsyncSession, key_hash: str) -> GatewayKe
             GatewayKey.key_hash == key_hash, GatewayKey.revoked_at.is_(None)
         )
     )
+
+
+class SettlementRepository:
+    """The queue of answered calls' usage events (every organization's: the
+    gateway drains them all)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, organization_id: str, event_json: str, now: datetime) -> None:
+        await self.session.execute(
+            sa.insert(GatewaySettlement).values(
+                organization_id=organization_id, event=event_json, created_at=now
+            )
+        )
+
+    async def take(self, limit: int) -> list[GatewaySettlement]:
+        """The oldest `limit` rows, locked; rows another process is taking are
+        skipped (PostgreSQL; SQLite's one writer takes them one at a time)."""
+        query = sa.select(GatewaySettlement).order_by(GatewaySettlement.id).limit(limit)
+        if dialect_of(self.session) == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return list(await self.session.scalars(query))
+
+    async def remove(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self.session.execute(
+                sa.delete(GatewaySettlement).where(GatewaySettlement.id.in_(ids))
+            )
