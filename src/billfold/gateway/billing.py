@@ -224,6 +224,8 @@ class LocalBilling:
                 caller.organization_id, json.dumps(event), self.ctx.clock.now()
             )
             await session.commit()
+        if self._drainer is None:
+            self.start()  # an ASGI server that ran no lifespan: drain all the same
         self._wake.set()
 
     def start(self) -> None:
