@@ -5,9 +5,34 @@ from collections.abc import Collection
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
 
 from billfold.customers.models import Customer
-from billfold.db.arrays import unnest_text
+from billfold.db.arrays import text_array
+
+
+# PostgreSQL: built once (see `text_array`), run with the organization and
+# the distinct values.
+def _pg_ids_among() -> Select[str]:
+    wanted = text_array("values")
+    return (
+        sa.select(Customer.id)
+        .join(wanted, wanted.c.value == Customer.id)
+        .where(Customer.organization_id == sa.bindparam("organization_id"))
+    )
+
+
+def _pg_ids_by_external_id() -> Select[str, str]:
+    wanted = text_array("values")
+    return (
+        sa.select(Customer.external_id, Customer.id)
+        .join(wanted, wanted.c.value == Customer.external_id)
+        .where(Customer.organization_id == sa.bindparam("organization_id"))
+    )
+
+
+_PG_IDS_AMONG = _pg_ids_among()
+_PG_IDS_BY_EXTERNAL_ID = _pg_ids_by_external_id()
 
 
 class CustomerRepository:
@@ -63,27 +88,28 @@ class CustomerRepository:
         """Which of these ids name a customer of the organization."""
         if not customer_ids:
             return set()
-        query = sa.select(Customer.id).where(Customer.organization_id == self.organization_id)
         if self._postgresql():
-            wanted = unnest_text("customer_ids", customer_ids)
-            query = query.join(wanted, wanted.c.value == Customer.id)
-        else:
-            query = query.where(Customer.id.in_(sorted(customer_ids)))
+            parameters = {"organization_id": self.organization_id, "values": sorted(customer_ids)}
+            return set(await self.session.scalars(_PG_IDS_AMONG, parameters))
+        query = sa.select(Customer.id).where(
+            Customer.organization_id == self.organization_id, Customer.id.in_(sorted(customer_ids))
+        )
         return set(await self.session.scalars(query))
 
     async def ids_by_external_id(self, external_ids: Collection[str]) -> dict[str, str]:
         """The id of each customer among these external ids; unknown ones are left out."""
         if not external_ids:
             return {}
-        query = sa.select(Customer.external_id, Customer.id).where(
-            Customer.organization_id == self.organization_id
-        )
         if self._postgresql():
-            wanted = unnest_text("external_ids", external_ids)
-            query = query.join(wanted, wanted.c.value == Customer.external_id)
+            parameters = {"organization_id": self.organization_id, "values": sorted(external_ids)}
+            rows = await self.session.execute(_PG_IDS_BY_EXTERNAL_ID, parameters)
         else:
-            query = query.where(Customer.external_id.in_(sorted(external_ids)))
-        rows = await self.session.execute(query)
+            rows = await self.session.execute(
+                sa.select(Customer.external_id, Customer.id).where(
+                    Customer.organization_id == self.organization_id,
+                    Customer.external_id.in_(sorted(external_ids)),
+                )
+            )
         return {external_id: customer_id for external_id, customer_id in rows}
 
     def _postgresql(self) -> bool:

@@ -27,3 +27,11 @@ def unnest_text(name: str, values: Collection[str]) -> TableValuedAlias:
     join never repeats a row."""
     array = sa.bindparam(name, sorted(set(values)), type_=postgresql.ARRAY(sa.Text()))
     return sa.func.unnest(array).table_valued("value").render_derived()
+
+
+def text_array(name: str) -> TableValuedAlias:
+    """`unnest_text` whose array is given when the statement runs (`{name:
+    sorted(set(values))}`), for a statement built once and reused: building
+    and hashing a SQLAlchemy statement costs more CPU than running it."""
+    array = sa.bindparam(name, type_=postgresql.ARRAY(sa.Text()))
+    return sa.func.unnest(array).table_valued("value").render_derived()

@@ -165,7 +165,7 @@ class LedgerRepository:
         if not entries:
             return
         await self._insert(entries)
-        if dialect_of(self.session) == "postgresql" and len(changed) > 1:
+        if dialect_of(self.session) == "postgresql":
             await self._apply_deltas(changed)
         else:
             for account in changed:
@@ -212,6 +212,8 @@ class LedgerRepository:
         """Every counter move of a batch in one UPDATE … FROM: one round trip
         however many wallets the batch touched, with the same floor guard as
         `_apply_delta` on each row that lowers its account."""
+        if not changed:
+            return
         deltas = json.dumps([[account.id, *account.delta()] for account in changed])
         moved = set(
             await self.session.scalars(

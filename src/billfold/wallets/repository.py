@@ -1,21 +1,17 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVarTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql import Select
 
-from billfold.db.arrays import unnest_text
+from billfold.db.arrays import text_array
 from billfold.db.engine import dialect_of, upsert_insert
 from billfold.ledger.models import LedgerAccount
 from billfold.wallets.models import Adjustment, Grant, Wallet
-
-Ts = TypeVarTuple("Ts")
 
 
 def main_account_id(organization_id: str, customer_id: str, asset_code: str) -> str:
@@ -25,24 +21,63 @@ def main_account_id(organization_id: str, customer_id: str, asset_code: str) -> 
     return f"acw_{digest}"
 
 
+def _live_grants() -> Select[Grant, LedgerAccount]:
+    """Grants that can still be drawn on, or still back a hold, with their accounts."""
+    return (
+        sa.select(Grant, LedgerAccount)
+        .join(LedgerAccount, LedgerAccount.id == Grant.account_id)
+        .where(sa.or_(Grant.status == "active", LedgerAccount.debits_pending_minor > 0))
+    )
+
+
+# PostgreSQL: the many-wallet reads, built once (see `text_array`) and run
+# with the organization and the distinct customers, assets or ids.
+def _pg_lock_wallets() -> Select[Wallet]:
+    customers, assets = text_array("customers"), text_array("assets")
+    return (
+        sa.select(Wallet)
+        .join(customers, customers.c.value == Wallet.customer_id)
+        .join(assets, assets.c.value == Wallet.asset_code)
+        .where(Wallet.organization_id == sa.bindparam("organization_id"))
+        .order_by(Wallet.customer_id, Wallet.asset_code)
+        .execution_options(populate_existing=True)
+        .with_for_update(of=Wallet)
+    )
+
+
+def _pg_accounts() -> Select[LedgerAccount]:
+    ids = text_array("ids")
+    return (
+        sa.select(LedgerAccount)
+        .join(ids, ids.c.value == LedgerAccount.id)
+        .where(LedgerAccount.organization_id == sa.bindparam("organization_id"))
+        .execution_options(populate_existing=True)
+    )
+
+
+def _pg_live_grants() -> Select[Grant, LedgerAccount]:
+    customers, assets = text_array("customers"), text_array("assets")
+    return (
+        _live_grants()
+        .join(customers, customers.c.value == Grant.customer_id)
+        .join(assets, assets.c.value == Grant.asset_code)
+        .where(Grant.organization_id == sa.bindparam("organization_id"))
+        .execution_options(populate_existing=True)
+    )
+
+
+_PG_LOCK_WALLETS = _pg_lock_wallets()
+_PG_ACCOUNTS = _pg_accounts()
+_PG_LIVE_GRANTS = _pg_live_grants()
+
+
 class WalletRepository:
     def __init__(self, session: AsyncSession, organization_id: str) -> None:
         self.session = session
         self.organization_id = organization_id
 
-    def _among(
-        self,
-        query: Select[*Ts],
-        column: InstrumentedAttribute[str],
-        values: Collection[str],
-    ) -> Select[*Ts]:
-        """`query` narrowed to rows whose `column` is one of `values`; on
-        PostgreSQL a join to one array parameter (see `billfold.db.arrays`):
-        a billed ingest request names hundreds of wallets."""
-        if dialect_of(self.session) == "postgresql":
-            wanted = unnest_text(f"{column.key}_values", values)
-            return query.join(wanted, wanted.c.value == column)
-        return query.where(column.in_(sorted(values)))
+    def _postgresql(self) -> bool:
+        return dialect_of(self.session) == "postgresql"
 
     async def lock(self, customer_id: str, asset_code: str) -> Wallet | None:
         """The wallet row, locked for this transaction (SQLite's `BEGIN IMMEDIATE`
@@ -67,28 +102,45 @@ class WalletRepository:
         if not keys:
             return []
         wanted = set(keys)
-        query = sa.select(Wallet).where(Wallet.organization_id == self.organization_id)
-        query = self._among(query, Wallet.customer_id, {customer for customer, _ in keys})
-        query = self._among(query, Wallet.asset_code, {asset for _, asset in keys})
-        query = query.order_by(Wallet.customer_id, Wallet.asset_code).execution_options(
-            populate_existing=True
-        )
-        if dialect_of(self.session) == "postgresql":
-            query = query.with_for_update(of=Wallet)
-        # The IN lists may name a few pairs nobody asked for; they are locked
-        # too (harmless, same order) and dropped here.
-        return [
-            w for w in await self.session.scalars(query) if (w.customer_id, w.asset_code) in wanted
-        ]
+        customers = sorted({customer for customer, _ in keys})
+        assets = sorted({asset for _, asset in keys})
+        if self._postgresql():
+            found = await self.session.scalars(
+                _PG_LOCK_WALLETS,
+                {"organization_id": self.organization_id, "customers": customers, "assets": assets},
+            )
+        else:
+            found = await self.session.scalars(
+                sa.select(Wallet)
+                .where(
+                    Wallet.organization_id == self.organization_id,
+                    Wallet.customer_id.in_(customers),
+                    Wallet.asset_code.in_(assets),
+                )
+                .order_by(Wallet.customer_id, Wallet.asset_code)
+                .execution_options(populate_existing=True)
+            )
+        # The customer and asset lists may name a few pairs nobody asked for;
+        # they are locked too (harmless, same order) and dropped here.
+        return [w for w in found if (w.customer_id, w.asset_code) in wanted]
 
     async def accounts(self, account_ids: Sequence[str]) -> dict[str, LedgerAccount]:
         if not account_ids:
             return {}
-        query = sa.select(LedgerAccount).where(
-            LedgerAccount.organization_id == self.organization_id
-        )
-        query = self._among(query, LedgerAccount.id, set(account_ids))
-        rows = await self.session.scalars(query.execution_options(populate_existing=True))
+        ids = sorted(set(account_ids))
+        if self._postgresql():
+            rows = await self.session.scalars(
+                _PG_ACCOUNTS, {"organization_id": self.organization_id, "ids": ids}
+            )
+        else:
+            rows = await self.session.scalars(
+                sa.select(LedgerAccount)
+                .where(
+                    LedgerAccount.organization_id == self.organization_id,
+                    LedgerAccount.id.in_(ids),
+                )
+                .execution_options(populate_existing=True)
+            )
         return {row.id: row for row in rows}
 
     async def live_grants_many(
@@ -98,17 +150,23 @@ class WalletRepository:
         found: dict[tuple[str, str], list[tuple[Grant, LedgerAccount]]] = {k: [] for k in keys}
         if not keys:
             return found
-        query = (
-            sa.select(Grant, LedgerAccount)
-            .join(LedgerAccount, LedgerAccount.id == Grant.account_id)
-            .where(
-                Grant.organization_id == self.organization_id,
-                sa.or_(Grant.status == "active", LedgerAccount.debits_pending_minor > 0),
+        customers = sorted({customer for customer, _ in keys})
+        assets = sorted({asset for _, asset in keys})
+        if self._postgresql():
+            rows = await self.session.execute(
+                _PG_LIVE_GRANTS,
+                {"organization_id": self.organization_id, "customers": customers, "assets": assets},
             )
-        )
-        query = self._among(query, Grant.customer_id, {customer for customer, _ in keys})
-        query = self._among(query, Grant.asset_code, {asset for _, asset in keys})
-        rows = await self.session.execute(query.execution_options(populate_existing=True))
+        else:
+            rows = await self.session.execute(
+                _live_grants()
+                .where(
+                    Grant.organization_id == self.organization_id,
+                    Grant.customer_id.in_(customers),
+                    Grant.asset_code.in_(assets),
+                )
+                .execution_options(populate_existing=True)
+            )
         for grant, account in rows:
             key = (grant.customer_id, grant.asset_code)
             if key in found:
