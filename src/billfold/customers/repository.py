@@ -9,6 +9,7 @@ from sqlalchemy.sql import Select
 
 from billfold.customers.models import Customer
 from billfold.db.arrays import text_array
+from billfold.db.engine import dialect_of
 
 
 # PostgreSQL: built once (see `text_array`), run with the organization and
@@ -89,7 +90,10 @@ class CustomerRepository:
         if not customer_ids:
             return set()
         if self._postgresql():
-            parameters = {"organization_id": self.organization_id, "values": sorted(customer_ids)}
+            parameters = {
+                "organization_id": self.organization_id,
+                "values": sorted(set(customer_ids)),
+            }
             return set(await self.session.scalars(_PG_IDS_AMONG, parameters))
         query = sa.select(Customer.id).where(
             Customer.organization_id == self.organization_id, Customer.id.in_(sorted(customer_ids))
@@ -101,7 +105,10 @@ class CustomerRepository:
         if not external_ids:
             return {}
         if self._postgresql():
-            parameters = {"organization_id": self.organization_id, "values": sorted(external_ids)}
+            parameters = {
+                "organization_id": self.organization_id,
+                "values": sorted(set(external_ids)),
+            }
             rows = await self.session.execute(_PG_IDS_BY_EXTERNAL_ID, parameters)
         else:
             rows = await self.session.execute(
@@ -113,7 +120,7 @@ class CustomerRepository:
         return {external_id: customer_id for external_id, customer_id in rows}
 
     def _postgresql(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
+        return dialect_of(self.session) == "postgresql"
 
     async def list_page(self, limit: int, starting_after: str | None) -> list[Customer]:
         query = sa.select(Customer).where(Customer.organization_id == self.organization_id)

@@ -21,17 +21,15 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.selectable import TableValuedAlias
 
 
-def unnest_text(name: str, values: Collection[str]) -> TableValuedAlias:
-    """`unnest(:name) AS …(value)` over the distinct `values`, for PostgreSQL
-    only: join its `value` column to the column to match. Distinct, so the
-    join never repeats a row."""
-    array = sa.bindparam(name, sorted(set(values)), type_=postgresql.ARRAY(sa.Text()))
-    return sa.func.unnest(array).table_valued("value").render_derived()
+def text_array(name: str, values: Collection[str] | None = None) -> TableValuedAlias:
+    """`unnest(:name) AS …(value)`, for PostgreSQL only: join its `value`
+    column to the column to match.
 
-
-def text_array(name: str) -> TableValuedAlias:
-    """`unnest_text` whose array is given when the statement runs (`{name:
-    sorted(set(values))}`), for a statement built once and reused: building
-    and hashing a SQLAlchemy statement costs more CPU than running it."""
-    array = sa.bindparam(name, type_=postgresql.ARRAY(sa.Text()))
+    With `values`, the array is bound now, deduplicated so the join never
+    repeats a row. Without, it is given when the statement runs (`{name:
+    sorted(set(values))}`): for a statement built once and reused, since
+    building and hashing a SQLAlchemy statement costs more CPU than running it.
+    """
+    bound = None if values is None else sorted(set(values))
+    array = sa.bindparam(name, bound, type_=postgresql.ARRAY(sa.Text()))
     return sa.func.unnest(array).table_valued("value").render_derived()

@@ -218,11 +218,10 @@ class LocalBilling:
         """Queue the call's usage event durably (one short transaction); the
         drainer ingests it with the others queued meanwhile, in one
         transaction, which costs far less than one each. Returns once queued."""
-        event = usage_event(options, opened, data, self.ctx.clock.now())
+        now = self.ctx.clock.now()
+        event = usage_event(options, opened, data, now)
         async with self.ctx.sessions() as session:
-            await SettlementRepository(session).add(
-                caller.organization_id, json.dumps(event), self.ctx.clock.now()
-            )
+            await SettlementRepository(session).add(caller.organization_id, json.dumps(event), now)
             await session.commit()
         if self._drainer is None:
             self.start()  # an ASGI server that ran no lifespan: drain all the same

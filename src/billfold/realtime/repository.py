@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.models import ProductVersion
-from billfold.db.arrays import unnest_text
+from billfold.db.arrays import text_array
 from billfold.db.base import UTCDateTime
 from billfold.db.bulk import insert_rows
 from billfold.db.engine import dialect_of, upsert_insert
@@ -111,7 +111,7 @@ class RealtimeRepository:
             return []
         query = sa.select(Subscription)
         if self.postgresql:
-            wanted = unnest_text("customer_ids", customer_ids)
+            wanted = text_array("customer_ids", customer_ids)
             query = query.join(wanted, wanted.c.value == Subscription.customer_id)
         else:
             query = query.where(Subscription.customer_id.in_(sorted(customer_ids)))
