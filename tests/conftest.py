@@ -180,6 +180,16 @@ async def client(app: FastAPI, tenant: Tenant) -> AsyncIterator[httpx.AsyncClien
 
 
 @pytest.fixture
+async def intruder(app: FastAPI, other_tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client of the second organization."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://billfold.test", headers=other_tenant.headers
+    ) as http:
+        yield http
+
+
+@pytest.fixture
 async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://billfold.test") as http:

@@ -106,6 +106,10 @@ assert 10**asset_scale_max <= amount_minor_max
 assert rate_decimals_max < rate_significant_digits_max
 assert rate_significant_digits_max + 2 < rate_string_length_max
 
+# Caches
+#: Per process: immutable rows (product versions, meters) kept in memory (billfold.frozen).
+frozen_rows_cached_max = 10_000
+
 # Authorizations (holds)
 authorization_ttl_default_s = 600
 authorization_ttl_max_s = 24 * 3600

@@ -41,6 +41,9 @@ class AuthorizeRequest:
     metadata: dict[str, str]
     idempotency: IdempotencyRef | None
     request_id: str | None = None
+    #: `customer_ref` is a `cus_…` id the caller already found in the
+    #: organization, in the database (a gateway key names it): not looked up again.
+    customer_known: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,10 +126,14 @@ class WalletWriter:
     ) -> list[Answer]:
         async with self.sessions() as session:
             now = self.clock.now()
+            authorizing = [r for r in requests if isinstance(r, AuthorizeRequest)]
             customer_ids = await resolve_customer_ids(
                 session,
                 organization_id,
-                {r.customer_ref for r in requests if isinstance(r, AuthorizeRequest)},
+                {r.customer_ref for r in authorizing if not r.customer_known},
+            )
+            customer_ids.update(
+                (r.customer_ref, r.customer_ref) for r in authorizing if r.customer_known
             )
             wallets = await open_wallets(
                 session, now, organization_id, _wallet_keys(requests, customer_ids)

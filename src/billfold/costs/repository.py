@@ -23,6 +23,23 @@ from billfold.costs.models import (
 from billfold.metering.models import Event
 from billfold.realtime.models import EventFee
 
+# The estimate's reads, built once: building a statement costs more than running it.
+_OVERRIDES_IN_FORCE = (
+    sa.select(LlmPriceOverride)
+    .where(
+        LlmPriceOverride.organization_id == sa.bindparam("organization_id"),
+        LlmPriceOverride.provider == sa.bindparam("provider"),
+        LlmPriceOverride.effective_from <= sa.bindparam("at"),
+    )
+    .order_by(LlmPriceOverride.effective_from.desc(), LlmPriceOverride.id.desc())
+)
+_TABLE_VERSION_AT = (
+    sa.select(LlmPriceTable.version, LlmPriceTable.sha256)
+    .where(LlmPriceTable.effective_from <= sa.bindparam("at"))
+    .order_by(LlmPriceTable.effective_from.desc())
+    .limit(1)
+)
+
 
 def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
@@ -131,17 +148,11 @@ class CostRepository:
 
     async def overrides_in_force(self, provider: str, at: datetime) -> list[LlmPriceOverride]:
         """The provider's overrides started by `at`, newest first."""
-        return list(
-            await self.session.scalars(
-                sa.select(LlmPriceOverride)
-                .where(
-                    LlmPriceOverride.organization_id == self.organization_id,
-                    LlmPriceOverride.provider == provider,
-                    LlmPriceOverride.effective_from <= at,
-                )
-                .order_by(LlmPriceOverride.effective_from.desc(), LlmPriceOverride.id.desc())
-            )
+        found = await self.session.scalars(
+            _OVERRIDES_IN_FORCE,
+            {"organization_id": self.organization_id, "provider": provider, "at": at},
         )
+        return list(found)
 
     # --- costs -----------------------------------------------------------------
 
@@ -329,14 +340,7 @@ class PriceTableRepository:
 
     async def version_at(self, at: datetime) -> tuple[str, str] | None:
         """(version, sha256) of the imported table in force at `at`, if any."""
-        row = (
-            await self.session.execute(
-                sa.select(LlmPriceTable.version, LlmPriceTable.sha256)
-                .where(LlmPriceTable.effective_from <= at)
-                .order_by(LlmPriceTable.effective_from.desc())
-                .limit(1)
-            )
-        ).first()
+        row = (await self.session.execute(_TABLE_VERSION_AT, {"at": at})).first()
         return None if row is None else (row[0], row[1])
 
     async def document(self, version: str) -> str | None:

@@ -503,12 +503,18 @@ class Unpriced:
 
 
 async def vendor_cost_of(
-    session: AsyncSession, organization_id: str, llm: dict[str, Any], at: datetime | None = None
+    session: AsyncSession,
+    organization_id: str,
+    llm: dict[str, Any],
+    at: datetime | None = None,
+    settings: CostPolicy | None = None,
 ) -> VendorCost | Unpriced:
     """The vendor cost of `data.llm` in USD minor units, with the organization's
-    overrides, at `at` (default now, for an estimate). Never raises for bad data."""
+    overrides, at `at` (default now, for an estimate), under its `settings`
+    (read when not given). Never raises for bad data."""
     at = at or datetime.now(UTC)
-    policy = (await cost_policy(session, organization_id)).unknown_model_policy
+    settings = settings or await cost_policy(session, organization_id)
+    policy = settings.unknown_model_policy
     try:
         call = parse_llm(llm)
         priced = await price_call(session, organization_id, call, at)

@@ -135,6 +135,7 @@ class LocalBilling:
                 metadata=body["metadata"],
                 idempotency=ref,
                 request_id=request_id,
+                customer_known=True,  # the gateway key names it
             )
         )
         document = json.loads(answer.body)

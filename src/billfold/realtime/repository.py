@@ -18,6 +18,7 @@ from billfold.db.arrays import text_array
 from billfold.db.base import UTCDateTime
 from billfold.db.bulk import insert_rows
 from billfold.db.engine import dialect_of, upsert_insert
+from billfold.frozen import FrozenCache
 from billfold.metering.models import Meter
 from billfold.realtime.models import EventFee, PeriodTotal
 from billfold.subscriptions.models import Subscription
@@ -96,6 +97,45 @@ def _key_row(key: TotalKey) -> list[Any]:
     return [key.subscription_id, key.price_code, key.dimension, _instant(key.period_start)]
 
 
+@dataclass(frozen=True, slots=True)
+class MeterRule:
+    """What real-time rating needs of a meter: which events it counts, and how."""
+
+    code: str
+    event_type: str
+    aggregation: str
+    field: str | None
+    filters: dict[str, Any]
+
+
+def _subscriptions(postgresql: bool) -> sa.Select[Subscription]:
+    """Built once: building a statement costs more than running this one."""
+    query = sa.select(Subscription)
+    if postgresql:
+        wanted = text_array("customer_ids")
+        query = query.join(wanted, wanted.c.value == Subscription.customer_id)
+    else:
+        query = query.where(
+            Subscription.customer_id.in_(sa.bindparam("customer_ids", expanding=True))
+        )
+    return query.where(
+        Subscription.organization_id == sa.bindparam("organization_id"),
+        Subscription.start_at <= sa.bindparam("latest"),
+        sa.or_(
+            Subscription.canceled_at.is_(None),
+            Subscription.canceled_at > sa.bindparam("earliest"),
+        ),
+    ).order_by(Subscription.id)
+
+
+_PG_SUBSCRIPTIONS = _subscriptions(postgresql=True)
+_SUBSCRIPTIONS = _subscriptions(postgresql=False)
+
+#: Immutable rows, by (organization, product id, number) and (organization, code).
+_VERSIONS: FrozenCache[tuple[str, str, int], Sequence[Any]] = FrozenCache()
+_METERS: FrozenCache[tuple[str, str], MeterRule] = FrozenCache()
+
+
 class RealtimeRepository:
     def __init__(self, session: AsyncSession, organization_id: str) -> None:
         self.session = session
@@ -109,46 +149,68 @@ class RealtimeRepository:
         [earliest, latest]: started by `latest`, not canceled before `earliest`."""
         if not customer_ids:
             return []
-        query = sa.select(Subscription)
-        if self.postgresql:
-            wanted = text_array("customer_ids", customer_ids)
-            query = query.join(wanted, wanted.c.value == Subscription.customer_id)
-        else:
-            query = query.where(Subscription.customer_id.in_(sorted(customer_ids)))
-        return list(
-            await self.session.scalars(
-                query.where(
-                    Subscription.organization_id == self.organization_id,
-                    Subscription.start_at <= latest,
-                    sa.or_(Subscription.canceled_at.is_(None), Subscription.canceled_at > earliest),
-                ).order_by(Subscription.id)
-            )
-        )
+        window = {
+            "organization_id": self.organization_id,
+            "customer_ids": sorted(set(customer_ids)),
+            "earliest": earliest,
+            "latest": latest,
+        }
+        query = _PG_SUBSCRIPTIONS if self.postgresql else _SUBSCRIPTIONS
+        return list(await self.session.scalars(query, window))
 
-    async def versions(self, keys: Collection[tuple[str, int]]) -> dict[tuple[str, int], list[Any]]:
-        """The prices of these (product id, version number) pairs."""
-        if not keys:
-            return {}
+    async def versions(
+        self, keys: Collection[tuple[str, int]]
+    ) -> dict[tuple[str, int], Sequence[Any]]:
+        """The prices of these (product id, version number) pairs. A version
+        never changes once written, so each is read once per process."""
+        found: dict[tuple[str, int], Sequence[Any]] = {}
+        missing: set[str] = set()
+        for product_id, number in keys:
+            cached = _VERSIONS.get((self.organization_id, product_id, number))
+            if cached is None:
+                missing.add(product_id)
+            else:
+                found[(product_id, number)] = cached
+        if not missing:
+            return found
         rows = await self.session.execute(
             sa.select(
                 ProductVersion.product_id, ProductVersion.number, ProductVersion.prices
             ).where(
                 ProductVersion.organization_id == self.organization_id,
-                ProductVersion.product_id.in_(sorted({product for product, _ in keys})),
+                ProductVersion.product_id.in_(sorted(missing)),
             )
         )
-        wanted = set(keys)
-        return {(p, n): prices for p, n, prices in rows if (p, n) in wanted}
+        for product_id, number, prices in rows:
+            frozen = tuple(prices)
+            _VERSIONS.put((self.organization_id, product_id, number), frozen)
+            if (product_id, number) in keys:
+                found[(product_id, number)] = frozen
+        return found
 
-    async def meters(self, codes: Collection[str]) -> dict[str, Meter]:
-        if not codes:
-            return {}
-        rows = await self.session.scalars(
-            sa.select(Meter).where(
-                Meter.organization_id == self.organization_id, Meter.code.in_(sorted(codes))
-            )
+    async def meters(self, codes: Collection[str]) -> dict[str, MeterRule]:
+        """These meters' definitions. A meter never changes once created, so
+        each is read once per process."""
+        found: dict[str, MeterRule] = {}
+        missing: list[str] = []
+        for code in sorted(codes):
+            cached = _METERS.get((self.organization_id, code))
+            if cached is None:
+                missing.append(code)
+            else:
+                found[code] = cached
+        if not missing:
+            return found
+        rows = await self.session.execute(
+            sa.select(
+                Meter.code, Meter.event_type, Meter.aggregation, Meter.field, Meter.filters
+            ).where(Meter.organization_id == self.organization_id, Meter.code.in_(missing))
         )
-        return {meter.code: meter for meter in rows}
+        for code, event_type, aggregation, field, filters in rows:
+            rule = MeterRule(code, event_type, aggregation, field, filters)
+            _METERS.put((self.organization_id, code), rule)
+            found[code] = rule
+        return found
 
     def _where(self, keys: Sequence[TotalKey]) -> sa.ColumnElement[bool]:
         return sa.and_(

@@ -45,13 +45,13 @@ from billfold.catalog.definitions import usage_price
 from billfold.clock import Clock
 from billfold.costs.service import Unpriced, cost_policy, marked_up_minor, vendor_cost_of
 from billfold.errors import BillfoldError
+from billfold.frozen import FrozenCache
 from billfold.ids import new_id
 from billfold.ledger.repository import LedgerRepository
 from billfold.metering import values
-from billfold.metering.models import Meter
 from billfold.metering.realtime import AcceptedEvent
 from billfold.rating import Price, Rating, decimal_text, match_dimension, rate_marginal
-from billfold.realtime.repository import RealtimeRepository, Total, TotalKey
+from billfold.realtime.repository import MeterRule, RealtimeRepository, Total, TotalKey
 from billfold.subscriptions.models import Subscription
 from billfold.subscriptions.periods import subscription_period
 from billfold.wallets.repository import WalletRepository
@@ -66,7 +66,7 @@ class RealtimePrice:
     subscription: Subscription
     code: str
     price: Price
-    meter: Meter
+    meter: MeterRule
     asset: AssetInfo
 
 
@@ -89,14 +89,14 @@ def _path(dotted: str) -> tuple[str, ...]:
     return segments
 
 
-def counts(meter: Meter, event_type: str, data: Mapping[str, Any]) -> bool:
+def counts(meter: MeterRule, event_type: str, data: Mapping[str, Any]) -> bool:
     return meter.event_type == event_type and all(
         values.text_of(values.value_at(data, _path(key))) in allowed
         for key, allowed in meter.filters.items()
     )
 
 
-def event_quantity(meter: Meter, data: Mapping[str, Any]) -> Decimal | None:
+def event_quantity(meter: MeterRule, data: Mapping[str, Any]) -> Decimal | None:
     """What one event adds to the meter, or None when it adds nothing it can
     bill (no value, or a negative one: a real-time total only grows)."""
     if meter.aggregation == "count":
@@ -108,10 +108,14 @@ def event_quantity(meter: Meter, data: Mapping[str, Any]) -> Decimal | None:
     return Decimal(number)
 
 
-def advance(meter: Meter, total: Total, quantity: Decimal) -> Decimal:
+def advance(meter: MeterRule, total: Total, quantity: Decimal) -> Decimal:
     if meter.aggregation == "max":
         return quantity if total.event_count == 0 else max(total.quantity, quantity)
     return values.EXACT.add(total.quantity, quantity)
+
+
+#: Parsed usage prices, by (organization, product id, version, price code).
+_PRICES: FrozenCache[tuple[str, str, int, str], Price] = FrozenCache()
 
 
 class Catalog:
@@ -136,9 +140,6 @@ class Catalog:
         ]
         meters = await self.repository.meters({stored["meter"] for _, stored in wanted})
         assets: dict[str, AssetInfo] = {}
-        # Parsed once per stored price, not once per subscriber: a request's
-        # customers mostly share a few product versions. Prices are frozen.
-        parsed: dict[int, Price] = {}
         for subscription, stored in wanted:
             meter = meters[stored["meter"]]
             if meter.aggregation not in REALTIME_AGGREGATIONS:
@@ -147,9 +148,18 @@ class Catalog:
             code = stored["asset"]
             if code not in assets:
                 assets[code] = await get_asset(self.session, self.organization_id, code)
-            price = parsed.get(id(stored))
+            # Parsed once per process, not once per subscriber and request:
+            # a version's prices never change.
+            key = (
+                self.organization_id,
+                subscription.product_id,
+                subscription.version,
+                stored["code"],
+            )
+            price = _PRICES.get(key)
             if price is None:
-                price = parsed[id(stored)] = usage_price(stored, assets[code])
+                price = usage_price(stored, assets[code])
+                _PRICES.put(key, price)
             self.by_customer[subscription.customer_id].append(
                 RealtimePrice(
                     subscription=subscription,
@@ -240,10 +250,10 @@ class DefaultFee:
 async def default_llm_fee(
     session: AsyncSession, organization_id: str, llm: dict[str, Any], at: datetime
 ) -> DefaultFee | Unpriced:
-    cost = await vendor_cost_of(session, organization_id, llm, at)
+    policy = await cost_policy(session, organization_id)
+    cost = await vendor_cost_of(session, organization_id, llm, at, policy)
     if isinstance(cost, Unpriced):
         return cost
-    policy = await cost_policy(session, organization_id)
     asset = await get_asset(session, organization_id, cost.asset)
     return DefaultFee(asset, marked_up_minor(cost.amount_minor, policy.markup_percent))
 
