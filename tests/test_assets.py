@@ -10,7 +10,6 @@ and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -18,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -383,16 +381,6 @@ class TestParseInstant:
 
 
 # --- over HTTP -----------------------------------------------------------------
-
-
-@pytest.fixture
-async def intruder(app: FastAPI, other_tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client of a second organization."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://billfold.test", headers=other_tenant.headers
-    ) as http:
-        yield http
 
 
 async def create_asset(client: httpx.AsyncClient, code: str, scale: int) -> dict[str, Any]:

@@ -10,26 +10,14 @@ trips on both backends, a table of invalid definitions, row counts.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from billfold.api.context import AppContext
 from tests.catalog_support import GRADUATED, output_tokens_meter, product, subscribe, version
-from tests.conftest import Tenant
 from tests.support import assert_problem, count_rows
-
-
-@pytest.fixture
-async def intruder(app: FastAPI, other_tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://billfold.test", headers=other_tenant.headers
-    ) as http:
-        yield http
 
 
 @pytest.fixture

@@ -10,13 +10,11 @@ concurrent creates, and the `resolve_customer` Python API directly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from billfold import limits
 from billfold.api.context import AppContext
@@ -25,16 +23,6 @@ from billfold.customers import Customer, resolve_customer
 from billfold.errors import NotFound
 from tests.conftest import Tenant
 from tests.support import assert_problem, count_rows, without_request_id
-
-
-@pytest.fixture
-async def intruder(app: FastAPI, other_tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client of a second organization."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://billfold.test", headers=other_tenant.headers
-    ) as http:
-        yield http
 
 
 async def create(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:

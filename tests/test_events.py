@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -43,16 +43,6 @@ DAY = timedelta(days=1)
 @pytest.fixture
 async def customer_id(client: httpx.AsyncClient) -> str:
     return await create_customer(client, "u1")
-
-
-@pytest.fixture
-async def intruder(app: FastAPI, other_tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client of a second organization."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://billfold.test", headers=other_tenant.headers
-    ) as http:
-        yield http
 
 
 async def stored_events(ctx: AppContext, organization_id: str) -> dict[str, dict[str, Any]]:

@@ -4,28 +4,16 @@ idempotency keys never cross organizations."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from billfold.api.context import AppContext
 from billfold.webhooks.delivery import WebhookSender
 from tests.conftest import Tenant
 from tests.support import assert_problem, count_rows, fetch_row, without_request_id
-
-
-@pytest.fixture
-async def intruder(app: FastAPI, other_tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
-    """An API client of the second organization."""
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://billfold.test", headers=other_tenant.headers
-    ) as http:
-        yield http
 
 
 @dataclass

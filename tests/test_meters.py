@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +30,6 @@ from billfold.config import Settings
 from billfold.errors import LimitExceeded
 from billfold.metering import service, values
 from billfold.organizations import service as organizations
-from tests.conftest import Tenant
 from tests.metering_support import create_customer, create_meter, event, ingest, iso, usage
 from tests.support import assert_problem, count_rows, without_request_id
 
@@ -48,15 +45,6 @@ def clock() -> FrozenClock:
     """A fixed instant, so that buckets fall on known calendar days (a month
     boundary, Feb 28 → Mar 1, lies inside the backfill window)."""
     return FrozenClock(NOW)
-
-
-@pytest.fixture
-async def intruder(app: FastAPI, other_tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://billfold.test", headers=other_tenant.headers
-    ) as http:
-        yield http
 
 
 # Ingested before any meter exists, so the non-numbers stay in the data.
