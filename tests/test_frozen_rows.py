@@ -11,6 +11,7 @@ import httpx
 from billfold.clock import FrozenClock
 from billfold.frozen import FrozenCache
 from tests.catalog_support import product, subscribe, version
+from tests.metering_support import create_meter, event, ingest
 from tests.wallet_support import WalletDriver
 
 
@@ -36,30 +37,14 @@ def _per_unit(amount: str) -> dict[str, Any]:
 
 
 async def _meter(http: httpx.AsyncClient, aggregation: str) -> None:
-    body = {"code": "tokens", "event_type": "llm.completion", "aggregation": aggregation}
-    if aggregation != "count":
-        body["field"] = "tokens"
-    response = await http.post("/v1/meters", json=body)
-    assert response.status_code == 201, response.text
+    field = {} if aggregation == "count" else {"field": "tokens"}
+    await create_meter(
+        http, code="tokens", event_type="llm.completion", aggregation=aggregation, **field
+    )
 
 
 async def _fee(http: httpx.AsyncClient, clock: FrozenClock, event_id: str, customer: str) -> str:
-    response = await http.post(
-        "/v1/events",
-        json={
-            "events": [
-                {
-                    "id": event_id,
-                    "customer_id": customer,
-                    "type": "llm.completion",
-                    "timestamp": clock.now().isoformat(),
-                    "data": {"tokens": 10},
-                }
-            ]
-        },
-    )
-    assert response.status_code == 200, response.text
-    [result] = response.json()["results"]
+    [result] = await ingest(http, event(event_id, clock.now(), customer=customer, tokens=10))
     assert result["status"] == "accepted", result
     [fee] = result["fees"]
     amount: str = fee["amount"]

@@ -33,6 +33,3 @@ class FrozenCache(Generic[K, V]):
             # starting over is simpler than recency order and only costs reads.
             self._entries.clear()
         self._entries[key] = value
-
-    def clear(self) -> None:
-        self._entries.clear()
