@@ -7,12 +7,13 @@ USD, an output token 2,000,000.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
@@ -21,8 +22,11 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from billfold import Billfold
+from billfold import Billfold, limits
+from billfold.api.context import AppContext
+from billfold.config import Settings
 from billfold.gateway.app import GatewayConfig, Upstream, origin
+from billfold.gateway.billing import Settler
 from tests.live import free_port
 from tests.llm_support import (
     ANTHROPIC_INPUT,
@@ -92,15 +96,40 @@ def _gate(database_url: str, upstream: FakeUpstream, config: GatewayConfig) -> I
             model_client.close()
 
 
+def _config(upstream: FakeUpstream, *, settler_process: bool = False) -> GatewayConfig:
+    return GatewayConfig(
+        openai=Upstream(upstream.base_url + "/v1", "sk-operator-openai"),
+        anthropic=Upstream(upstream.base_url, "sk-operator-anthropic"),
+        settler_process=settler_process,
+    )
+
+
 @pytest.fixture
 def gate(database_url: str) -> Iterator[Gate]:
-    with fake_upstream() as upstream:
-        config = GatewayConfig(
-            openai=Upstream(upstream.base_url + "/v1", "sk-operator-openai"),
-            anthropic=Upstream(upstream.base_url, "sk-operator-anthropic"),
-        )
-        with _gate(database_url, upstream, config) as made:
-            yield made
+    with fake_upstream() as upstream, _gate(database_url, upstream, _config(upstream)) as made:
+        yield made
+
+
+@pytest.fixture
+def gate_with_settler(database_url: str) -> Iterator[Gate]:
+    """A server process as `billfold gateway` runs it: a settler process of
+    its own ingests the queued usage events."""
+    with (
+        fake_upstream() as upstream,
+        _gate(database_url, upstream, _config(upstream, settler_process=True)) as made,
+    ):
+        yield made
+
+
+async def _run_settler(database_url: str) -> None:
+    """What `billfold gateway`'s settler process does, until it is stopped at once."""
+    ctx = AppContext.create(
+        Settings(database_url=database_url, log_level="WARNING", run_worker_in_server=False)
+    )
+    settler = Settler(ctx, own_queue=True, poll_s=limits.gateway_settle_linger_s)
+    settler.start()
+    await settler.close()  # ingests everything queued, then returns
+    await ctx.engine.dispose()
 
 
 def test_health_and_upstream_origins(gate: Gate) -> None:
@@ -276,18 +305,31 @@ def test_an_unreachable_provider_is_a_502_and_releases(database_url: str) -> Non
                 gate.anthropic().messages.create(model="c", max_tokens=1, messages=HI)
 
 
-def test_a_settlement_left_queued_by_a_process_that_died_is_ingested(gate: Gate) -> None:
+@pytest.mark.parametrize("settler_process", [False, True])
+def test_a_settlement_left_queued_by_a_process_that_died_is_ingested(
+    database_url: str, settler_process: bool
+) -> None:
     """A gateway queues each answered call's usage event durably; one that
-    died before ingesting leaves the row, and a running gateway ingests it."""
+    died before ingesting leaves the row, and a running gateway ingests it,
+    its server processes too when a settler process would (it died as well)."""
+    with (
+        fake_upstream() as upstream,
+        _gate(database_url, upstream, _config(upstream, settler_process=settler_process)) as gate,
+    ):
+        _left_behind(gate)
+
+
+def _left_behind(gate: Gate) -> None:
     hold = gate.billfold.authorizations.create(customer_id="ext:acme", asset="USD", amount="1.00")
     [(organization_id,)] = db_rows(
         gate.database_url, "SELECT organization_id FROM customers WHERE external_id = 'acme'"
     )
+    queued_at = datetime.now(UTC) - timedelta(seconds=limits.gateway_settlement_stale_s + 1)
     event = {
         "id": "llm_call_left_behind",
         "type": "llm.usage",
         "customer_id": "ext:acme",
-        "timestamp": datetime.now(UTC).isoformat(),
+        "timestamp": datetime.now(UTC).isoformat(),  # the subscription's prices apply
         "authorization_id": hold["id"],
         "data": {"model": "gpt-4o", "provider": "openai", "input_tokens": 10, "output_tokens": 5},
     }
@@ -297,12 +339,12 @@ def test_a_settlement_left_queued_by_a_process_that_died_is_ingested(gate: Gate)
             connection.execute(
                 sa.text(
                     "INSERT INTO gateway_settlements (organization_id, event, created_at) "
-                    "VALUES (:organization_id, :event, :now)"
+                    "VALUES (:organization_id, :event, :queued_at)"
                 ),
                 {
                     "organization_id": organization_id,
                     "event": json.dumps(event),
-                    "now": datetime.now(UTC).replace(tzinfo=None),
+                    "queued_at": queued_at.replace(tzinfo=None),
                 },
             )
     finally:
@@ -313,3 +355,27 @@ def test_a_settlement_left_queued_by_a_process_that_died_is_ingested(gate: Gate)
     assert settled[2] == 20_000_000
     assert [data["input_tokens"] for data in usage_events(gate.database_url)] == [10]
     assert db_rows(gate.database_url, "SELECT count(*) FROM gateway_settlements") == [(0,)]
+
+
+def test_under_a_settler_process_the_server_leaves_fresh_events_to_it(
+    gate_with_settler: Gate,
+) -> None:
+    """The server process only queues a call's usage event; the settler
+    ingests it. (A server stalled by ingesting would delay every call.)"""
+    gate = gate_with_settler
+    gate.openai().chat.completions.create(model="gpt-4o", messages=HI, max_tokens=5)
+    queued = "SELECT count(*) FROM gateway_settlements"
+    deadline = time.monotonic() + 30
+    while db_rows(gate.database_url, queued) != [(1,)]:
+        assert time.monotonic() < deadline, "the call's usage event was never queued"
+        time.sleep(0.05)
+    # Longer than the server's linger and its poll for stale rows: it would
+    # have ingested the event by now if it took fresh ones.
+    time.sleep(limits.gateway_settlement_poll_s + 0.5)
+    assert [row[0] for row in holds(gate.database_url)] == ["authorized"]
+    assert db_rows(gate.database_url, queued) == [(1,)]
+    asyncio.run(_run_settler(gate.database_url))
+    [hold] = holds(gate.database_url)
+    assert hold[0] == "captured"
+    assert hold[2] == 12 * IN + 5 * OUT
+    assert db_rows(gate.database_url, queued) == [(0,)]

@@ -31,6 +31,14 @@ gateway_request_body_bytes_max = 32 * 1_048_576
 gateway_settle_linger_s = 0.1
 # How often the gateway looks for queued events no process is ingesting.
 gateway_settlement_poll_s = 1.0
+# Under `billfold gateway` a settler process ingests the queue; a server
+# process takes a row only once it has waited this long (the settler died or
+# is far behind), so no answered call goes unbilled either way.
+gateway_settlement_stale_s = 10.0
+# How long a starting gateway waits for its settler process, and a stopping
+# one for it to ingest what is queued.
+gateway_settler_start_s = 60.0
+gateway_settler_stop_s = 60.0
 
 # Webhooks
 webhook_endpoints_per_organization_max = 20

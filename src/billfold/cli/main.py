@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import multiprocessing
 import os
 import signal
 from typing import Annotated
 
 import typer
 
+from billfold import limits
 from billfold.api.context import AppContext
 from billfold.config import Settings
 from billfold.db.migrate import upgrade
 from billfold.observability import configure_logging, logging_dict_config
 from billfold.organizations import service as organizations
+
+logger = logging.getLogger("billfold.cli")
 
 app = typer.Typer(
     help="Billfold: real-time billing for AI and API products.",
@@ -95,9 +100,7 @@ def gateway(
     ] = "release",
 ) -> None:
     """Serve the OpenAI- and Anthropic-compatible gateway: every call held and settled."""
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.log import LogLevels
+    from billfold.gateway.billing import settle_in_own_process
 
     if upstream_openai is None and upstream_anthropic is None:
         raise typer.BadParameter("give --upstream-openai, --upstream-anthropic or both")
@@ -112,6 +115,32 @@ def gateway(
     os.environ["BILLFOLD_GATEWAY_UPSTREAM_ANTHROPIC"] = upstream_anthropic or ""
     os.environ["BILLFOLD_GATEWAY_HOLD_AMOUNT"] = hold_amount or ""
     os.environ["BILLFOLD_GATEWAY_ON_PROVIDER_ERROR"] = on_provider_error
+    os.environ["BILLFOLD_GATEWAY_SETTLER_PROCESS"] = "1"
+    # Ingesting the calls' usage events costs CPU that, in a server process,
+    # would stall the calls in flight: one process of its own does it.
+    spawning = multiprocessing.get_context("spawn")
+    ready = spawning.Event()
+    settler = spawning.Process(target=settle_in_own_process, args=(ready,), name="billfold-settler")
+    settler.start()
+    # Until then a SIGTERM kills it before it could ingest what is queued.
+    if not ready.wait(limits.gateway_settler_start_s):
+        logger.error("the settler process did not start; server processes settle stale calls")
+    try:
+        _serve_gateway(host, port, workers, settings.log_level)
+    finally:
+        # After the servers: it ingests what they queued, then exits.
+        settler.terminate()
+        settler.join(limits.gateway_settler_stop_s)
+        if settler.exitcode is None:
+            settler.kill()
+            settler.join()
+
+
+def _serve_gateway(host: str, port: int, workers: int, log_level: str) -> None:
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+
     Granian(
         "billfold.gateway.asgi:app",
         address=host,
@@ -121,8 +150,8 @@ def gateway(
         loop=Loops.uvloop,
         http=HTTPModes.http1,
         websockets=False,
-        log_level=LogLevels(settings.log_level.lower()),
-        log_dictconfig=logging_dict_config(settings.log_level),
+        log_level=LogLevels(log_level.lower()),
+        log_dictconfig=logging_dict_config(log_level),
         log_access=False,
         respawn_failed_workers=True,
     ).serve()

@@ -56,6 +56,9 @@ class GatewayConfig:
     asset: str = "USD"
     hold_ttl_s: int = 900
     on_provider_error: str = "release"
+    #: A settler process (`billfold gateway` starts one) ingests the queued
+    #: usage events; this process leaves them to it (see `Settler`).
+    settler_process: bool = False
 
 
 def origin(url: str) -> str:
@@ -163,7 +166,11 @@ class Gateway:
         self.ctx = ctx
         self.config = config
         self.billing = LocalBilling(
-            ctx, hold_amount=config.hold_amount, asset=config.asset, ttl_s=config.hold_ttl_s
+            ctx,
+            hold_amount=config.hold_amount,
+            asset=config.asset,
+            ttl_s=config.hold_ttl_s,
+            settler_process=config.settler_process,
         )
         self.http = httpx.AsyncClient(
             timeout=UPSTREAM_TIMEOUT,

@@ -3,7 +3,8 @@
 `billfold gateway` passes its options to each server process through these
 environment variables: `BILLFOLD_GATEWAY_UPSTREAM_OPENAI`,
 `BILLFOLD_GATEWAY_UPSTREAM_ANTHROPIC`, `BILLFOLD_GATEWAY_HOLD_AMOUNT`,
-`BILLFOLD_GATEWAY_ON_PROVIDER_ERROR`; provider keys come from
+`BILLFOLD_GATEWAY_ON_PROVIDER_ERROR`, `BILLFOLD_GATEWAY_SETTLER_PROCESS`
+(`1`: the command runs the settler process); provider keys come from
 `OPENAI_API_KEY` and `ANTHROPIC_API_KEY`.
 """
 
@@ -30,6 +31,7 @@ def config_from_env() -> GatewayConfig:
         anthropic=upstream("BILLFOLD_GATEWAY_UPSTREAM_ANTHROPIC", "ANTHROPIC_API_KEY"),
         hold_amount=os.environ.get("BILLFOLD_GATEWAY_HOLD_AMOUNT") or None,
         on_provider_error=os.environ.get("BILLFOLD_GATEWAY_ON_PROVIDER_ERROR", "release"),
+        settler_process=os.environ.get("BILLFOLD_GATEWAY_SETTLER_PROCESS") == "1",
     )
 
 

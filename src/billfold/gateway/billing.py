@@ -9,7 +9,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 from dataclasses import dataclass
+from datetime import timedelta
+from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +24,7 @@ from billfold.assets.amounts import AssetInfo, parse_amount
 from billfold.assets.service import get_asset
 from billfold.authorizations.repository import AuthorizationRepository
 from billfold.authorizations.service import AuthorizeRequest, IdempotencyRef, ResolveRequest
+from billfold.config import Settings
 from billfold.errors import InvalidRequest
 from billfold.gateway import service as gateway_keys
 from billfold.gateway.models import GatewayKey
@@ -39,6 +44,7 @@ from billfold.llm._estimate import Estimate
 from billfold.llm._usage import Tracker
 from billfold.metering import service as metering
 from billfold.metering import values
+from billfold.observability import configure_logging
 from billfold.organizations.service import Principal
 from billfold.realtime.service import estimate_event
 
@@ -59,11 +65,19 @@ class Caller:
 
 
 class LocalBilling:
-    def __init__(self, ctx: AppContext, *, hold_amount: str | None, asset: str, ttl_s: int) -> None:
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._drainer: asyncio.Task[None] | None = None
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        hold_amount: str | None,
+        asset: str,
+        ttl_s: int,
+        settler_process: bool = False,
+    ) -> None:
         self.ctx = ctx
+        self.settler = Settler(
+            ctx, own_queue=not settler_process, poll_s=limits.gateway_settlement_poll_s
+        )
         self.hold_amount = hold_amount
         self.asset = asset
         self.ttl_s = ttl_s
@@ -216,24 +230,58 @@ class LocalBilling:
     async def _ingest(
         self, caller: Caller, options: Options, opened: Opened, data: dict[str, Any]
     ) -> None:
-        """Queue the call's usage event durably (one short transaction); the
-        drainer ingests it with the others queued meanwhile, in one
+        """Queue the call's usage event durably (one short transaction) for
+        the settler, which ingests it with the others queued meanwhile, in one
         transaction, which costs far less than one each. Returns once queued."""
         now = self.ctx.clock.now()
         event = usage_event(options, opened, data, now)
         async with self.ctx.sessions() as session:
             await SettlementRepository(session).add(caller.organization_id, json.dumps(event), now)
             await session.commit()
+        self.settler.queued()
+
+    def start(self) -> None:
+        self.settler.start()
+
+    async def close(self) -> None:
+        await self.settler.close()
+
+
+class Settler:
+    """Ingests the queue of answered calls' usage events (`gateway_settlements`).
+
+    In the server process itself (`own_queue`), woken by each queued row;
+    every call's event waits `gateway_settle_linger_s` for others to share its
+    transaction. `billfold gateway` runs one in a process of its own instead
+    (`settle_in_own_process`): an ingest costs milliseconds of CPU, and on a
+    server's event loop it would stall every call in flight meanwhile. The
+    server processes then only take rows the settler left for longer than
+    `gateway_settlement_stale_s` (it died, or is far behind), so the queue is
+    drained whatever happens to that one process.
+    """
+
+    def __init__(self, ctx: AppContext, *, own_queue: bool, poll_s: float) -> None:
+        self.ctx = ctx
+        self.own_queue = own_queue
+        self.poll_s = poll_s
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._drainer: asyncio.Task[None] | None = None
+
+    def queued(self) -> None:
+        """A row was queued by this process."""
         if self._drainer is None:
             self.start()  # an ASGI server that ran no lifespan: drain all the same
-        self._wake.set()
+        if self.own_queue:
+            self._wake.set()
 
     def start(self) -> None:
         """Start draining the queue, beginning with what an earlier process left."""
         self._drainer = asyncio.get_running_loop().create_task(self._drain_forever())
 
     async def close(self) -> None:
-        """Drain what is queued, then stop."""
+        """Drain what is queued (only stale rows, when a settler process owns
+        the queue), then stop."""
         self._closing = True
         self._wake.set()
         if self._drainer is not None:
@@ -241,15 +289,16 @@ class LocalBilling:
 
     async def _drain_forever(self) -> None:
         while True:
-            # Woken by a new row, or by the clock for rows another process
-            # queued and could not ingest (it died, or its database call failed).
+            # Woken by a new row, or by the clock: for rows another process
+            # queued (the settler polls), or could not ingest.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), limits.gateway_settlement_poll_s)
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            woken = self._wake.is_set()
             self._wake.clear()
-            if not self._closing:
+            if woken and not self._closing:
                 # Linger: the calls that end meanwhile share the transaction.
                 await asyncio.sleep(limits.gateway_settle_linger_s)
-            # Again at once only while a backlog remains; otherwise linger
+            # Again at once only while a backlog remains; otherwise wait
             # first, or each call's event would go alone, right behind it.
             while await self._drain_once():
                 pass
@@ -259,10 +308,15 @@ class LocalBilling:
     async def _drain_once(self) -> bool:
         """Ingest the oldest queued events of one organization; whether more
         were waiting (a full batch, or other organizations' events)."""
+        stale = (
+            None
+            if self.own_queue
+            else self.ctx.clock.now() - timedelta(seconds=limits.gateway_settlement_stale_s)
+        )
         try:
             async with self.ctx.sessions() as session:
                 queue = SettlementRepository(session)
-                rows = await queue.take(limits.events_per_batch_max)
+                rows = await queue.take(limits.events_per_batch_max, queued_before=stale)
                 if not rows:
                     return False
                 organization_id = rows[0].organization_id
@@ -289,3 +343,35 @@ class LocalBilling:
                     "usage event %s rejected: %s %s", result.id, result.code, result.detail
                 )
         return backlog
+
+
+def settle_in_own_process(ready: EventType) -> None:
+    """`billfold gateway`'s settler process: drains the queue until SIGTERM
+    (sent once the servers have stopped) or its parent's death, then ingests
+    what is left and exits. Ctrl-C reaches it too, and is left to the parent:
+    the servers may still queue events while they stop. Sets `ready` once a
+    SIGTERM would no longer kill it outright."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    parent = os.getppid()
+
+    async def run() -> None:
+        ctx = AppContext.create(settings)
+        # No process can wake this one: it polls, as often as a call lingers.
+        settler = Settler(ctx, own_queue=True, poll_s=limits.gateway_settle_linger_s)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        ready.set()
+        settler.start()
+        try:
+            while os.getppid() == parent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), limits.gateway_settlement_poll_s)
+                if stop.is_set():
+                    break
+            await settler.close()
+        finally:
+            await ctx.engine.dispose()
+
+    asyncio.run(run())

@@ -81,10 +81,15 @@ class SettlementRepository:
             )
         )
 
-    async def take(self, limit: int) -> list[GatewaySettlement]:
-        """The oldest `limit` rows, locked; rows another process is taking are
-        skipped (PostgreSQL; SQLite's one writer takes them one at a time)."""
+    async def take(
+        self, limit: int, *, queued_before: datetime | None = None
+    ) -> list[GatewaySettlement]:
+        """The oldest `limit` rows (of those queued before `queued_before`),
+        locked; rows another process is taking are skipped (PostgreSQL;
+        SQLite's one writer takes them one at a time)."""
         query = sa.select(GatewaySettlement).order_by(GatewaySettlement.id).limit(limit)
+        if queued_before is not None:
+            query = query.where(GatewaySettlement.created_at < queued_before)
         if dialect_of(self.session) == "postgresql":
             query = query.with_for_update(skip_locked=True)
         return list(await self.session.scalars(query))
