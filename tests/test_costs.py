@@ -188,6 +188,49 @@ def accepted(
     return AcceptedEvent(event_id, customer_id, type, at, data or {}, costs, None, at)
 
 
+async def test_one_batch_prices_each_call_at_the_override_in_force_at_its_time(
+    client: httpx.AsyncClient, ctx: AppContext, tenant: Tenant, clock: FrozenClock
+) -> None:
+    """A batch reads the overrides once (`PriceBook`), for all its calls;
+    each call still gets the one in force at its own time."""
+    customer = await create_customer(client, "u1")
+    start = clock.now() - timedelta(hours=1)
+    override = await client.post(
+        "/v1/llm/price-overrides",
+        json={
+            "provider": "anthropic",
+            "model": "claude-sonnet-4-5",
+            "multiplier": "0.5",
+            "effective_from": iso(start),
+        },
+    )
+    assert override.status_code == 201, override.text
+    llm = {"provider": "anthropic", "model": "claude-sonnet-4-5", "usage": SONNET_USAGE}
+    events = [
+        accepted("after", customer, start + timedelta(minutes=1), data={"llm": llm}),
+        accepted("before", customer, start - timedelta(minutes=1), data={"llm": llm}),
+        accepted("at", customer, start, data={"llm": llm}),
+    ]
+    async with ctx.sessions() as session:
+        answer = await record_event_costs(session, clock, tenant.organization_id, events)
+        await session.commit()
+        rows = (
+            await session.execute(
+                sa.text("SELECT event_id, override_id FROM event_costs ORDER BY event_id")
+            )
+        ).all()
+    assert [answer[e][0]["amount"] for e in ("before", "at", "after")] == [
+        SONNET_COST,
+        "0.00675",
+        "0.00675",
+    ]
+    assert [tuple(row) for row in rows] == [
+        ("after", override.json()["id"]),
+        ("at", override.json()["id"]),
+        ("before", None),
+    ]
+
+
 async def test_event_costs_are_recorded_converted_flagged_and_idempotent(
     client: httpx.AsyncClient, ctx: AppContext, tenant: Tenant, clock: FrozenClock
 ) -> None:

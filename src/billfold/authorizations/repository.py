@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -9,14 +10,34 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.authorizations.models import Authorization, AuthorizationSplit
 from billfold.db.bulk import insert_rows
+from billfold.db.engine import dialect_of
 from billfold.ledger.book import require
 from billfold.wallets.state import Split
+
+# PostgreSQL: many holds resolved by one UPDATE, each as [id, status,
+# captured, released, resolved at] in one JSON array (the text never changes, so it is
+# prepared once), each still guarded: only a hold that is open moves.
+_PG_RESOLVE_MANY = sa.text(
+    """
+    UPDATE authorizations AS a
+    SET status = r.row->>1,
+        captured_minor = CAST(r.row->>2 AS BIGINT),
+        released_minor = CAST(r.row->>3 AS BIGINT),
+        resolved_at = CAST(r.row->>4 AS TIMESTAMP WITH TIME ZONE)
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r(row)
+    WHERE a.organization_id = :organization_id
+      AND a.id = r.row->>0
+      AND a.status = 'authorized'
+    RETURNING a.id
+    """
+)
 
 
 class AuthorizationRepository:
     def __init__(self, session: AsyncSession, organization_id: str) -> None:
         self.session = session
         self.organization_id = organization_id
+        self._staged: list[tuple[Authorization, datetime]] = []
 
     async def get(self, authorization_id: str) -> Authorization | None:
         return await self.session.scalar(
@@ -89,6 +110,69 @@ class AuthorizationRepository:
         await insert_rows(self.session, cast(sa.Table, Authorization.__table__), rows)
         await insert_rows(self.session, cast(sa.Table, AuthorizationSplit.__table__), splits)
 
+    def stage_resolve(
+        self,
+        authorization: Authorization,
+        status: str,
+        captured_minor: int,
+        released_minor: int,
+        now: datetime,
+    ) -> None:
+        """`resolve`, written by the next `write_staged` with the others
+        staged meanwhile; the object shows its new state at once."""
+        require(
+            authorization.status == "authorized", f"authorization {authorization.id} resolved twice"
+        )
+        authorization.status = status
+        authorization.captured_minor = captured_minor
+        authorization.released_minor = released_minor
+        authorization.resolved_at = now
+        self._staged.append((authorization, now))
+
+    async def write_staged(self) -> None:
+        """Write the staged resolutions: one statement on PostgreSQL."""
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        if dialect_of(self.session) != "postgresql":
+            for authorization, now in staged:
+                await self._write_resolution(authorization, now)
+            return
+        ids = [authorization.id for authorization, _ in staged]
+        require(len(set(ids)) == len(ids), "a hold resolves once")
+        rows = json.dumps(
+            [
+                [a.id, a.status, a.captured_minor, a.released_minor, now.isoformat()]
+                for a, now in staged
+            ]
+        )
+        moved = set(
+            await self.session.scalars(
+                _PG_RESOLVE_MANY, {"organization_id": self.organization_id, "rows": rows}
+            )
+        )
+        missed = [i for i in ids if i not in moved]
+        require(not missed, f"authorization {missed[:1]} resolved twice")
+
+    async def _write_resolution(self, authorization: Authorization, now: datetime) -> None:
+        result = await self.session.execute(
+            sa.update(Authorization)
+            .where(
+                Authorization.organization_id == self.organization_id,
+                Authorization.id == authorization.id,
+                Authorization.status == "authorized",
+            )
+            .values(
+                status=authorization.status,
+                captured_minor=authorization.captured_minor,
+                released_minor=authorization.released_minor,
+                resolved_at=now,
+            )
+        )
+        require(
+            getattr(result, "rowcount", 1) == 1, f"authorization {authorization.id} resolved twice"
+        )
+
     async def resolve(
         self,
         authorization: Authorization,
@@ -97,25 +181,7 @@ class AuthorizationRepository:
         released_minor: int,
         now: datetime,
     ) -> None:
-        result = await self.session.execute(
-            sa.update(Authorization)
-            .where(
-                Authorization.organization_id == self.organization_id,
-                Authorization.id == authorization.id,
-                # A hold resolves once: the row must still be open.
-                Authorization.status == "authorized",
-            )
-            .values(
-                status=status,
-                captured_minor=captured_minor,
-                released_minor=released_minor,
-                resolved_at=now,
-            )
-        )
-        require(
-            getattr(result, "rowcount", 1) == 1, f"authorization {authorization.id} resolved twice"
-        )
-        authorization.status = status
-        authorization.captured_minor = captured_minor
-        authorization.released_minor = released_minor
-        authorization.resolved_at = now
+        """Move an open hold to its end state (a hold resolves once: the row
+        must still be open), now, with whatever else was staged."""
+        self.stage_resolve(authorization, status, captured_minor, released_minor, now)
+        await self.write_staged()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,6 +20,9 @@ from billfold.costs.models import (
     LlmPriceTable,
     Vendor,
 )
+from billfold.db.arrays import text_array
+from billfold.db.bulk import insert_rows
+from billfold.db.engine import dialect_of
 from billfold.metering.models import Event
 from billfold.realtime.models import EventFee
 
@@ -33,12 +36,37 @@ _OVERRIDES_IN_FORCE = (
     )
     .order_by(LlmPriceOverride.effective_from.desc(), LlmPriceOverride.id.desc())
 )
+_ALL_OVERRIDES_IN_FORCE = (
+    sa.select(LlmPriceOverride)
+    .where(
+        LlmPriceOverride.organization_id == sa.bindparam("organization_id"),
+        LlmPriceOverride.effective_from <= sa.bindparam("at"),
+    )
+    .order_by(LlmPriceOverride.effective_from.desc(), LlmPriceOverride.id.desc())
+)
+_TABLE_VERSIONS_THROUGH = (
+    sa.select(LlmPriceTable.effective_from, LlmPriceTable.version, LlmPriceTable.sha256)
+    .where(LlmPriceTable.effective_from <= sa.bindparam("at"))
+    .order_by(LlmPriceTable.effective_from.desc(), LlmPriceTable.version.desc())
+)
 _TABLE_VERSION_AT = (
     sa.select(LlmPriceTable.version, LlmPriceTable.sha256)
     .where(LlmPriceTable.effective_from <= sa.bindparam("at"))
-    .order_by(LlmPriceTable.effective_from.desc())
+    .order_by(LlmPriceTable.effective_from.desc(), LlmPriceTable.version.desc())
     .limit(1)
 )
+
+
+def _pg_costs_by_key() -> sa.Select[EventCost]:
+    keys = text_array("keys")
+    return (
+        sa.select(EventCost)
+        .join(keys, keys.c.value == EventCost.cost_key)
+        .where(EventCost.organization_id == sa.bindparam("organization_id"))
+    )
+
+
+_PG_COSTS_BY_KEY = _pg_costs_by_key()
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -146,6 +174,13 @@ class CostRepository:
             await self.session.scalars(query.order_by(LlmPriceOverride.id.desc()).limit(limit))
         )
 
+    async def all_overrides_in_force(self, at: datetime) -> list[LlmPriceOverride]:
+        """Every provider's overrides started by `at`, newest first."""
+        found = await self.session.scalars(
+            _ALL_OVERRIDES_IN_FORCE, {"organization_id": self.organization_id, "at": at}
+        )
+        return list(found)
+
     async def overrides_in_force(self, provider: str, at: datetime) -> list[LlmPriceOverride]:
         """The provider's overrides started by `at`, newest first."""
         found = await self.session.scalars(
@@ -156,23 +191,33 @@ class CostRepository:
 
     # --- costs -----------------------------------------------------------------
 
-    async def insert_cost_if_absent(self, row: EventCost) -> bool:
-        values = {column.key: getattr(row, column.key) for column in EventCost.__table__.columns}
-        statement = (
-            _insert(self.session)(EventCost)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(EventCost.id)
+    async def insert_costs_if_absent(self, rows: Sequence[EventCost]) -> dict[str, EventCost]:
+        """Store the rows whose cost key is new (in order: of two with one
+        key, the first) with two statements however many; answer the stored
+        row of every key, which is the given row where it was the one stored."""
+        if not rows:
+            return {}
+        columns = [column.key for column in EventCost.__table__.columns]
+        await insert_rows(
+            self.session,
+            cast(sa.Table, EventCost.__table__),
+            [{name: getattr(row, name) for name in columns} for row in rows],
+            conflict_do_nothing=("organization_id", "cost_key"),
         )
-        return (await self.session.execute(statement)).first() is not None
-
-    async def cost_by_key(self, cost_key: str) -> EventCost | None:
-        return await self.session.scalar(
-            sa.select(EventCost).where(
-                EventCost.organization_id == self.organization_id,
-                EventCost.cost_key == cost_key,
+        keys = sorted({row.cost_key for row in rows})
+        if dialect_of(self.session) == "postgresql":
+            found = await self.session.scalars(
+                _PG_COSTS_BY_KEY, {"organization_id": self.organization_id, "keys": keys}
             )
-        )
+        else:
+            found = await self.session.scalars(
+                sa.select(EventCost).where(
+                    EventCost.organization_id == self.organization_id,
+                    EventCost.cost_key.in_(keys),
+                )
+            )
+        given = {row.id: row for row in rows}
+        return {stored.cost_key: given.get(stored.id, stored) for stored in found}
 
     async def costs_of_event(self, event_id: str) -> list[EventCost]:
         return list(
@@ -337,6 +382,11 @@ class PriceTableRepository:
             .returning(LlmPriceTable.version)
         )
         return (await self.session.execute(statement)).first() is not None
+
+    async def versions_through(self, at: datetime) -> list[tuple[datetime, str, str]]:
+        """(start, version, sha256) of every imported table started by `at`, newest first."""
+        rows = await self.session.execute(_TABLE_VERSIONS_THROUGH, {"at": at})
+        return [(start, version, sha256) for start, version, sha256 in rows]
 
     async def version_at(self, at: datetime) -> tuple[str, str] | None:
         """(version, sha256) of the imported table in force at `at`, if any."""

@@ -266,11 +266,41 @@ async def import_price_table(
     return row
 
 
-async def table_at(session: AsyncSession, at: datetime) -> llmcost.PriceTable:
+@dataclass(frozen=True, slots=True)
+class PriceBook:
+    """What `price_call` reads for a call, for every call at or before
+    `through`: the imported table versions and the organization's overrides
+    started by then, newest first. An ingest batch reads it once for all its
+    calls, where each call would read it again."""
+
+    through: datetime
+    versions: list[tuple[datetime, str, str]]
+    overrides: list[LlmPriceOverride]
+
+    @classmethod
+    async def load(
+        cls, session: AsyncSession, organization_id: str, through: datetime
+    ) -> PriceBook:
+        return cls(
+            through,
+            await PriceTableRepository(session).versions_through(through),
+            await CostRepository(session, organization_id).all_overrides_in_force(through),
+        )
+
+    def covers(self, at: datetime) -> bool:
+        return at <= self.through
+
+
+async def table_at(
+    session: AsyncSession, at: datetime, book: PriceBook | None = None
+) -> llmcost.PriceTable:
     """The list-price table in force at `at`: the newest imported version
     started by then, else the bundled snapshot."""
     repository = PriceTableRepository(session)
-    found = await repository.version_at(at)
+    if book is not None and book.covers(at):
+        found = next(((v, sha) for start, v, sha in book.versions if start <= at), None)
+    else:
+        found = await repository.version_at(at)
     if found is None:
         return llmcost.bundled_table()
     cached = _tables.get(found)
@@ -289,10 +319,18 @@ def _override_of(row: LlmPriceOverride) -> llmcost.PriceOverride:
 
 
 async def override_for(
-    session: AsyncSession, organization_id: str, provider: str, model: str, at: datetime
+    session: AsyncSession,
+    organization_id: str,
+    provider: str,
+    model: str,
+    at: datetime,
+    book: PriceBook | None = None,
 ) -> llmcost.PriceOverride | None:
     """The newest override for this exact model, else for all the provider's models."""
-    rows = await CostRepository(session, organization_id).overrides_in_force(provider, at)
+    if book is not None and book.covers(at):
+        rows = [r for r in book.overrides if r.provider == provider and r.effective_from <= at]
+    else:
+        rows = await CostRepository(session, organization_id).overrides_in_force(provider, at)
     model = model.lower()
     for row in rows:
         if row.model is not None and row.model.lower() == model:
@@ -430,11 +468,16 @@ def parse_llm(llm: Any, field: str = "llm") -> LlmCall:
 
 
 async def price_call(
-    session: AsyncSession, organization_id: str, call: LlmCall, at: datetime
+    session: AsyncSession,
+    organization_id: str,
+    call: LlmCall,
+    at: datetime,
+    book: PriceBook | None = None,
 ) -> llmcost.Priced:
-    """The vendor cost of one call at the organization's prices; raises `llmcost` errors."""
-    table = await table_at(session, at)
-    override = await override_for(session, organization_id, call.provider, call.model, at)
+    """The vendor cost of one call at the organization's prices (read from
+    `book` when it covers `at`); raises `llmcost` errors."""
+    table = await table_at(session, at, book)
+    override = await override_for(session, organization_id, call.provider, call.model, at, book)
     return llmcost.price_usage(
         table,
         call.provider,
@@ -593,6 +636,7 @@ class _Recorder:
     organization_id: str
     policy: CostPolicy
     reporting: AssetInfo
+    book: PriceBook | None = None
     vendors: dict[str, Vendor] = field(default_factory=dict)
 
     async def vendor(self, code: str) -> Vendor:
@@ -673,7 +717,9 @@ class _Recorder:
         }
         try:
             call = parse_llm(raw, field="data.llm")
-            priced = await price_call(self.session, self.organization_id, call, event.timestamp)
+            priced = await price_call(
+                self.session, self.organization_id, call, event.timestamp, self.book
+            )
         except InvalidRequest as exc:
             return self.row(event, key, status="invalid_usage", detail=exc.detail, **base)
         except llmcost.UnknownModel as exc:
@@ -732,23 +778,30 @@ async def record_event_costs(
         return {}
     policy = await cost_policy(session, organization_id)
     reporting = await get_asset(session, organization_id, policy.reporting_asset)
-    recorder = _Recorder(session, clock, organization_id, policy, reporting)
+    book = None
+    if any(isinstance(event.data.get("llm"), dict) for event in relevant):
+        book = await PriceBook.load(
+            session, organization_id, max(event.timestamp for event in relevant)
+        )
+    recorder = _Recorder(session, clock, organization_id, policy, reporting, book)
     repository = CostRepository(session, organization_id)
-    answers: dict[str, list[dict[str, Any]]] = {}
+    costed: list[tuple[str, list[EventCost]]] = []
     for event in relevant:
         rows: list[EventCost] = []
         for index, cost in enumerate(event.costs or ()):
             rows.append(await recorder.explicit(event, index, cost))
         if isinstance(event.data.get("llm"), dict):
             rows.append(await recorder.llm(event, event.data["llm"]))
+        costed.append((event.id, rows))
+    stored = await repository.insert_costs_if_absent([row for _, rows in costed for row in rows])
+    answers: dict[str, list[dict[str, Any]]] = {}
+    for event_id, rows in costed:
         shown = []
         for row in rows:
-            duplicate = not await repository.insert_cost_if_absent(row)
-            stored = await repository.cost_by_key(row.cost_key) if duplicate else row
-            assert stored is not None
-            assets = await _assets_of(session, organization_id, [stored])
-            shown.append(_cost_json(stored, reporting, assets, duplicate=duplicate))
-        answers[event.id] = shown
+            kept = stored[row.cost_key]
+            assets = await _assets_of(session, organization_id, [kept])
+            shown.append(_cost_json(kept, reporting, assets, duplicate=kept is not row))
+        answers[event_id] = shown
     return answers
 
 

@@ -404,12 +404,12 @@ async def _bill(
             opened = wallets[(customer_id, hold.asset_code)]
             if hold.status == "authorized" and hold.expires_at <= now:
                 settlement = opened.state.settle(hold.id, splits[hold.id], 0, "hold_expiry", now)
-                await holds.resolve(hold, "expired", 0, settlement.released_minor, now)
+                holds.stage_resolve(hold, "expired", 0, settlement.released_minor, now)
             if hold.status == "authorized":
                 fee_minor = max(0, owed.pop(hold.asset_code, 0))
                 capture = min(fee_minor, hold.amount_minor)
                 settlement = opened.state.settle(hold.id, splits[hold.id], capture, "capture", now)
-                await holds.resolve(hold, "captured", capture, settlement.released_minor, now)
+                holds.stage_resolve(hold, "captured", capture, settlement.released_minor, now)
                 item.authorization = hold
                 if settlement.entry_id is not None:
                     item.entry_ids[hold.asset_code] = settlement.entry_id
@@ -422,6 +422,7 @@ async def _bill(
             if amount > 0:
                 plain[(customer_id, code)].append(item)
                 plain_minor[(customer_id, code)] += amount
+    await holds.write_staged()  # every hold this batch settled, in one statement
     for key, amount in plain_minor.items():
         charge = await charge_usage(
             session, wallets[key], None, amount, "usage", events=len(plain[key])
