@@ -286,6 +286,11 @@ class Settler:
         self._wake.set()
         if self._drainer is not None:
             await self._drainer
+        # Once more for what was queued while its last pass ran: by now the
+        # servers have stopped (the settler process) or this one has queued
+        # its last call (a server process).
+        while await self._drain_once():
+            pass
 
     async def _drain_forever(self) -> None:
         while True:
