@@ -72,8 +72,10 @@ async def on_events_accepted(
     from billfold.costs.service import record_event_costs
     from billfold.realtime.service import bill_events
 
-    fees = await bill_events(session, clock, organization_id, events)
+    # Costs first: they lock nothing, and billing locks the customers'
+    # wallets, which concurrent holds wait on until this transaction ends.
     costs = await record_event_costs(session, clock, organization_id, events)
+    fees = await bill_events(session, clock, organization_id, events)
     extras: dict[str, dict[str, Any]] = {}
     for event in events:
         extra: dict[str, Any] = {"fees": fees.get(event.id, [])}
