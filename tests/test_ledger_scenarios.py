@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from billfold.api.context import AppContext
 from billfold.clock import FrozenClock
+from billfold.ids import new_id
+from billfold.ledger.book import AccountState, Entry, LedgerViolation, Leg
+from billfold.ledger.repository import LedgerRepository, system_account_id
 from billfold.ledger.verify import verify
 from tests.support import assert_problem
 from tests.wallet_support import WalletDriver, new_key
@@ -450,6 +453,92 @@ class TestIsolationAndIntegrity:
             await session.rollback()
         assert report.violation is not None
         assert "differ from the journal's fold" in report.violation
+
+
+class TestTheLedgersOwnWrite:
+    """`LedgerRepository.write` sends the entries, their postings and the
+    counter moves together (one round trip on PostgreSQL); what it refuses
+    leaves none of them."""
+
+    async def _grant_account(self, wallet: WalletDriver, ctx: AppContext) -> tuple[str, str, int]:
+        """A grant of 10.00: its organization, account and funds in minor units."""
+        await wallet.grant("10.00")
+        async with ctx.sessions() as session:
+            row = (
+                await session.execute(
+                    sa.text(
+                        "SELECT g.organization_id, g.account_id, a.credits_posted_minor "
+                        "FROM grants g JOIN ledger_accounts a ON a.id = g.account_id "
+                        "WHERE g.customer_id = :c"
+                    ),
+                    {"c": wallet.customer_id},
+                )
+            ).one()
+        return row[0], row[1], row[2]
+
+    def _spend(self, organization_id: str, account_id: str, amount_minor: int) -> Entry:
+        return Entry(
+            id=new_id("je"),
+            organization_id=organization_id,
+            kind="adjustment",
+            created_at=datetime.now(UTC),
+            legs=[
+                Leg(account_id, "USD", "posted", debit_minor=amount_minor),
+                Leg(
+                    system_account_id(organization_id, "USD", "adjustments"),
+                    "USD",
+                    "posted",
+                    credit_minor=amount_minor,
+                ),
+            ],
+        )
+
+    async def _journal(self, ctx: AppContext) -> tuple[int, int]:
+        async with ctx.sessions() as session:
+            row = (
+                await session.execute(
+                    sa.text(
+                        "SELECT (SELECT count(*) FROM journal_entries), "
+                        "(SELECT count(*) FROM postings)"
+                    )
+                )
+            ).one()
+        return row[0], row[1]
+
+    async def test_a_move_below_the_floor_is_refused_whole(self, wallet, ctx: AppContext):
+        organization_id, account_id, funds_minor = await self._grant_account(wallet, ctx)
+        before = await self._journal(ctx)
+        # The application spends one minor unit more than the account holds
+        # (as a stale read would): the database's guard refuses the move.
+        believed = AccountState(account_id, "USD", 0, debits_posted_minor=funds_minor + 1)
+        async with ctx.sessions() as session:
+            with pytest.raises(LedgerViolation, match="below its floor"):
+                await LedgerRepository(session, organization_id).write(
+                    [self._spend(organization_id, account_id, funds_minor + 1)], [believed]
+                )
+            await session.rollback()
+        assert await self._journal(ctx) == before
+        assert (await wallet.balance())["available"] == "10.00"
+
+    async def test_a_failed_insert_is_raised_as_sqlalchemy_raises_it(self, wallet, ctx: AppContext):
+        organization_id, account_id, funds_minor = await self._grant_account(wallet, ctx)
+        tenth = funds_minor // 10
+        entry = self._spend(organization_id, account_id, tenth)
+        async with ctx.sessions() as session:
+            await LedgerRepository(session, organization_id).write(
+                [entry], [AccountState(account_id, "USD", 0, debits_posted_minor=tenth)]
+            )
+            await session.commit()
+        before = await self._journal(ctx)
+        # The same entry again: its id is taken.
+        async with ctx.sessions() as session:
+            with pytest.raises(sa.exc.IntegrityError):
+                await LedgerRepository(session, organization_id).write(
+                    [entry], [AccountState(account_id, "USD", 0, debits_posted_minor=tenth)]
+                )
+            await session.rollback()
+        assert await self._journal(ctx) == before
+        assert (await wallet.balance())["available"] == "9.00"
 
 
 class TestLowBalanceWebhooks:

@@ -9,8 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.authorizations.models import Authorization, AuthorizationSplit
-from billfold.db.bulk import insert_rows
+from billfold.db.bulk import insert_rows, pg_insert
 from billfold.db.engine import dialect_of
+from billfold.db.pipeline import run_together
 from billfold.ledger.book import require
 from billfold.wallets.state import Split
 
@@ -107,8 +108,21 @@ class AuthorizationRepository:
         return value
 
     async def insert(self, rows: list[dict[str, Any]], splits: list[dict[str, Any]]) -> None:
-        await insert_rows(self.session, cast(sa.Table, Authorization.__table__), rows)
-        await insert_rows(self.session, cast(sa.Table, AuthorizationSplit.__table__), splits)
+        holds = cast(sa.Table, Authorization.__table__)
+        taken = cast(sa.Table, AuthorizationSplit.__table__)
+        if dialect_of(self.session) != "postgresql":
+            await insert_rows(self.session, holds, rows)
+            await insert_rows(self.session, taken, splits)
+            return
+        # One round trip for both (see billfold.db.pipeline).
+        await run_together(
+            self.session,
+            [
+                pg_insert(table, values)
+                for table, values in ((holds, rows), (taken, splits))
+                if values
+            ],
+        )
 
     def stage_resolve(
         self,

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.db.base import UTCDateTime
 from billfold.db.engine import dialect_of, upsert_insert
+from billfold.db.pipeline import Statement
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -58,6 +59,21 @@ async def insert_rows(
             return []
         statement = statement.returning(table.c[returning], sort_by_parameter_order=True)
         return list(await session.scalars(statement, list(rows)))
+    statement = pg_insert(table, rows, conflict_do_nothing=conflict_do_nothing, returning=returning)
+    result = await session.execute(statement.text, dict(statement.params))
+    return [] if returning is None else list(result.scalars())
+
+
+def pg_insert(
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    conflict_do_nothing: Sequence[str] = (),
+    returning: str | None = None,
+) -> Statement:
+    """PostgreSQL's `insert_rows` as a statement to run (with others, say:
+    `billfold.db.pipeline`)."""
+    columns = tuple(rows[0])
     text = _pg_statement(table, columns, tuple(conflict_do_nothing), returning)
     encode = [_json_encoder(table.c[name].type, {}) for name in columns]
     payload = json.dumps(
@@ -66,8 +82,7 @@ async def insert_rows(
             for row in rows
         ]
     )
-    result = await session.execute(text, {"rows": payload})
-    return [] if returning is None else list(result.scalars())
+    return Statement(text, {"rows": payload})
 
 
 @cache

@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.authorizations.models import Authorization, AuthorizationSplit
-from billfold.db.bulk import insert_rows
+from billfold.db.bulk import insert_rows, pg_insert
 from billfold.db.engine import dialect_of, upsert_insert
+from billfold.db.pipeline import Statement, run_together
 from billfold.ledger.book import AccountState, Entry, LedgerViolation
 from billfold.ledger.models import JournalEntry, LedgerAccount, Posting
 
@@ -161,65 +162,36 @@ class LedgerRepository:
         )
 
     async def write(self, entries: Sequence[Entry], changed: Sequence[AccountState]) -> None:
-        """Insert the entries and move the counters, guarded in the database too."""
+        """Insert the entries, then their postings, in the order given
+        (postings take their serial ids in that order), and move the counters,
+        guarded in the database too. On PostgreSQL all of it in one round trip:
+        every counter move of the batch in one UPDATE … FROM, with the same
+        floor guard as `_apply_delta` on each row that lowers its account."""
         if not entries:
             return
-        await self._insert(entries)
-        if dialect_of(self.session) == "postgresql":
-            await self._apply_deltas(changed)
-        else:
+        entry_rows, posting_rows = _entry_rows(entries), _posting_rows(entries)
+        if dialect_of(self.session) != "postgresql":
+            await insert_rows(self.session, cast(sa.Table, JournalEntry.__table__), entry_rows)
+            await insert_rows(self.session, cast(sa.Table, Posting.__table__), posting_rows)
             for account in changed:
                 await self._apply_delta(account)
-
-    async def _insert(self, entries: Sequence[Entry]) -> None:
-        """The entries, then their postings, in the order given (postings take
-        their serial ids in that order)."""
-        await insert_rows(
-            self.session,
-            cast(sa.Table, JournalEntry.__table__),
-            [
-                {
-                    "id": e.id,
-                    "organization_id": e.organization_id,
-                    "kind": e.kind,
-                    "reference_id": e.reference_id,
-                    "customer_id": e.customer_id,
-                    "details": e.details,
-                    "created_at": e.created_at,
-                }
-                for e in entries
-            ],
-        )
-        await insert_rows(
-            self.session,
-            cast(sa.Table, Posting.__table__),
-            [
-                {
-                    "organization_id": e.organization_id,
-                    "entry_id": e.id,
-                    "account_id": leg.account_id,
-                    "asset_code": leg.asset_code,
-                    "phase": leg.phase,
-                    "debit_minor": leg.debit_minor,
-                    "credit_minor": leg.credit_minor,
-                }
-                for e in entries
-                for leg in e.legs
-            ],
-        )
-
-    async def _apply_deltas(self, changed: Sequence[AccountState]) -> None:
-        """Every counter move of a batch in one UPDATE … FROM: one round trip
-        however many wallets the batch touched, with the same floor guard as
-        `_apply_delta` on each row that lowers its account."""
-        if not changed:
             return
-        deltas = json.dumps([[account.id, *account.delta()] for account in changed])
-        moved = set(
-            await self.session.scalars(
-                _PG_APPLY_DELTAS, {"organization_id": self.organization_id, "deltas": deltas}
+        statements = [
+            pg_insert(cast(sa.Table, JournalEntry.__table__), entry_rows),
+            pg_insert(cast(sa.Table, Posting.__table__), posting_rows),
+        ]
+        if changed:
+            deltas = json.dumps([[account.id, *account.delta()] for account in changed])
+            statements.append(
+                Statement(
+                    _PG_APPLY_DELTAS, {"organization_id": self.organization_id, "deltas": deltas}
+                )
             )
-        )
+        answers = await run_together(self.session, statements)
+        if changed:
+            self._check_moved(changed, {row[0] for row in answers[-1]})
+
+    def _check_moved(self, changed: Sequence[AccountState], moved: set[str]) -> None:
         for account in changed:
             if account.id not in moved:
                 raise LedgerViolation(
@@ -373,3 +345,34 @@ class AuditRepository:
             if reference_id is not None:
                 result.setdefault(reference_id, []).append(kind)
         return result
+
+
+def _entry_rows(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": e.id,
+            "organization_id": e.organization_id,
+            "kind": e.kind,
+            "reference_id": e.reference_id,
+            "customer_id": e.customer_id,
+            "details": e.details,
+            "created_at": e.created_at,
+        }
+        for e in entries
+    ]
+
+
+def _posting_rows(entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    return [
+        {
+            "organization_id": e.organization_id,
+            "entry_id": e.id,
+            "account_id": leg.account_id,
+            "asset_code": leg.asset_code,
+            "phase": leg.phase,
+            "debit_minor": leg.debit_minor,
+            "credit_minor": leg.credit_minor,
+        }
+        for e in entries
+        for leg in e.legs
+    ]
