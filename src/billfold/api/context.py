@@ -9,7 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billfold.clock import Clock, SystemClock
 from billfold.config import Settings
-from billfold.db.engine import backend_of, create_engine, session_factory
+from billfold.db.engine import (
+    autocommit_session_factory,
+    backend_of,
+    create_engine,
+    session_factory,
+)
 
 if TYPE_CHECKING:
     from billfold.authorizations.writer import WalletWriter
@@ -20,6 +25,8 @@ class AppContext:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    #: Each statement its own transaction (see `autocommit_session_factory`).
+    autocommit_sessions: async_sessionmaker[AsyncSession]
     clock: Clock = field(default_factory=SystemClock)
     _wallet_writer: WalletWriter | None = None
 
@@ -45,5 +52,6 @@ class AppContext:
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
+            autocommit_sessions=autocommit_session_factory(engine),
             clock=clock or SystemClock(),
         )

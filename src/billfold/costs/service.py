@@ -553,20 +553,16 @@ async def vendor_cost_of(
     settings: CostPolicy | None = None,
 ) -> VendorCost | Unpriced:
     """The vendor cost of `data.llm` in USD minor units, with the organization's
-    overrides, at `at` (default now, for an estimate), under its `settings`
-    (read when not given). Never raises for bad data."""
+    overrides, at `at` (default now, for an estimate); unpriced, under its
+    `settings` (read only then, when not given). Never raises for bad data."""
     at = at or datetime.now(UTC)
-    settings = settings or await cost_policy(session, organization_id)
-    policy = settings.unknown_model_policy
     try:
         call = parse_llm(llm)
         priced = await price_call(session, organization_id, call, at)
-    except InvalidRequest as exc:
-        return Unpriced("invalid_usage", exc.detail, policy)
-    except llmcost.UnknownModel as exc:
-        return Unpriced("unknown_model", exc.detail, policy)
-    except llmcost.LlmCostError as exc:
-        return Unpriced("invalid_usage", exc.detail, policy)
+    except (InvalidRequest, llmcost.LlmCostError) as exc:
+        settings = settings or await cost_policy(session, organization_id)
+        reason = "unknown_model" if isinstance(exc, llmcost.UnknownModel) else "invalid_usage"
+        return Unpriced(reason, exc.detail, settings.unknown_model_policy)
     usd = await get_asset(session, organization_id, priced.currency)
     return VendorCost(priced.amount_minor(usd.scale), usd.code, priced.price_table_version)
 

@@ -98,6 +98,16 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def autocommit_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose every statement commits by itself: for reads that need
+    no single snapshot, or one statement, on the hot path. On PostgreSQL they
+    skip the BEGIN and COMMIT round trips (~0.25 ms of a session); SQLite's
+    transactions cost no round trip, so there they are ordinary sessions."""
+    if engine.dialect.name != "postgresql":
+        return session_factory(engine)
+    return session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
 def dialect_of(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 

@@ -229,8 +229,9 @@ class Gateway:
                 f"A model request is at most {limits.gateway_request_body_bytes_max} bytes.",
                 request_id,
             )
-        # One transaction finds the key and prices the call; `open` ends it.
-        session = self.ctx.sessions()
+        # One session finds the key and prices the call; `open` ends it.
+        # Reads only, none of which needs another's snapshot: autocommit.
+        session = self.ctx.autocommit_sessions()
         try:
             caller = await self.billing.authenticate(session, _secret(request))
             if caller is None:

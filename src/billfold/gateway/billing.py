@@ -108,8 +108,8 @@ class LocalBilling:
         session: AsyncSession,
     ) -> Opened:
         """Hold the call's worst case; raises AuthorizationDeclined. Prices it
-        in `session` (the one that found the key: a transaction saved), which
-        it then ends, so no connection idles while the wallet's batch runs."""
+        in `session` (the one that found the key: a checkout saved), which it
+        then ends, so no connection idles while the wallet's batch runs."""
         call_id = (
             new_call_id()
             if logical_key is None
@@ -235,7 +235,7 @@ class LocalBilling:
         transaction, which costs far less than one each. Returns once queued."""
         now = self.ctx.clock.now()
         event = usage_event(options, opened, data, now)
-        async with self.ctx.sessions() as session:
+        async with self.ctx.autocommit_sessions() as session:  # one statement
             await SettlementRepository(session).add(caller.organization_id, json.dumps(event), now)
             await session.commit()
         self.settler.queued()

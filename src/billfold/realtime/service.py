@@ -570,13 +570,16 @@ async def estimate_event(
     llm = data.get("llm")
     if not isinstance(llm, dict):
         return Estimate(out, bool(targets))
+    if targets:
+        # Priced by the product; only an unknown model matters (never free).
+        cost = await vendor_cost_of(session, organization_id, llm, at)
+        return Estimate(out, True, cost if isinstance(cost, Unpriced) else None)
     default = await default_llm_fee(session, organization_id, llm, at)
     if isinstance(default, Unpriced):
-        if not targets and default.policy == "record":
+        if default.policy == "record":
             # Recorded, not blocked: the call goes ahead with nothing held.
             usd = await get_asset(session, organization_id, "USD")
             return Estimate({usd.code: (usd, 0)}, True, default)
-        return Estimate(out, bool(targets), default)
-    if not targets:
-        out[default.asset.code] = (default.asset, default.amount_minor)
+        return Estimate(out, False, default)
+    out[default.asset.code] = (default.asset, default.amount_minor)
     return Estimate(out, True)
