@@ -87,15 +87,10 @@ async def open_wallets(
     a fixed number of queries, whatever their number; then settle what has
     expired in each. Missing wallets are absent from the answer."""
     repository = WalletRepository(session, organization_id)
-    wallets = await repository.lock_many(keys)
+    wallets, accounts, grants = await repository.lock_and_load_many(keys)
     if not wallets:
         return {}
     keyed = [(w.customer_id, w.asset_code) for w in wallets]
-    accounts = await repository.accounts(
-        [w.main_account_id for w in wallets]
-        + [w.debt_account_id for w in wallets if w.debt_account_id is not None]
-    )
-    grants = await repository.live_grants_many(keyed)
     opened: dict[tuple[str, str], OpenWallet] = {}
     for wallet, key in zip(wallets, keyed, strict=True):
         one = OpenWallet(wallet=wallet, state=_state_of(wallet, accounts, grants[key]), now=now)
