@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from typing import Annotated
 
 import typer
@@ -122,8 +123,11 @@ def gateway(
     ready = spawning.Event()
     settler = spawning.Process(target=settle_in_own_process, args=(ready,), name="billfold-settler")
     settler.start()
-    # Until then a SIGTERM kills it before it could ingest what is queued.
-    if not ready.wait(limits.gateway_settler_start_s):
+    # Until it is ready a SIGTERM would kill it before it could ingest what is queued.
+    deadline = time.monotonic() + limits.gateway_settler_start_s
+    while not ready.wait(0.1) and settler.is_alive() and time.monotonic() < deadline:
+        pass
+    if not ready.is_set():
         logger.error("the settler process did not start; server processes settle stale calls")
     try:
         _serve_gateway(host, port, workers, settings.log_level)
