@@ -8,6 +8,7 @@ import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -83,6 +84,61 @@ def test_the_gateway_command_serves_both_providers(database_url: str) -> None:
             assert heads[1]["x-api-key"] == "sk-operator-an"
         # Stopping the gateway lets it finish settling what it answered.
         assert [row[0] for row in holds(database_url)] == ["captured", "captured"]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return ""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_the_settler_process_does_not_outlive_a_killed_gateway(database_url: str) -> None:
+    with fake_upstream() as upstream:
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                str(BIN / "billfold"),
+                "gateway",
+                "--port",
+                str(port),
+                "--upstream-openai",
+                upstream.base_url,
+            ],
+            env=server_env(database_url),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while True:
+                settlers = [p for p in _children(process.pid) if "spawn_main" in _cmdline(p)]
+                if settlers:
+                    break
+                assert process.poll() is None
+                assert time.monotonic() < deadline, "no settler process started"
+                time.sleep(0.1)
+        finally:
+            process.kill()  # no chance to stop its children
+            process.wait(30)
+        [settler] = settlers
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{settler}").exists() and "spawn_main" in _cmdline(settler):
+            assert time.monotonic() < deadline, "the settler outlived its gateway"
+            time.sleep(0.1)
 
 
 def test_the_gateway_command_needs_an_upstream(database_url: str) -> None:

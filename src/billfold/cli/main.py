@@ -9,6 +9,8 @@ import multiprocessing
 import os
 import signal
 import time
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Annotated
 
 import typer
@@ -120,15 +122,16 @@ def gateway(
     # Ingesting the calls' usage events costs CPU that, in a server process,
     # would stall the calls in flight: one process of its own does it.
     spawning = multiprocessing.get_context("spawn")
-    ready = spawning.Event()
-    settler = spawning.Process(target=settle_in_own_process, args=(ready,), name="billfold-settler")
+    ready, told = spawning.Pipe(duplex=False)
+    settler = spawning.Process(
+        target=settle_in_own_process, args=(os.getpid(), told), name="billfold-settler"
+    )
     settler.start()
+    told.close()
     # Until it is ready a SIGTERM would kill it before it could ingest what is queued.
-    deadline = time.monotonic() + limits.gateway_settler_start_s
-    while not ready.wait(0.1) and settler.is_alive() and time.monotonic() < deadline:
-        pass
-    if not ready.is_set():
+    if not _settler_ready(ready, settler):
         logger.error("the settler process did not start; server processes settle stale calls")
+    ready.close()
     try:
         _serve_gateway(host, port, workers, settings.log_level)
     finally:
@@ -138,6 +141,19 @@ def gateway(
         if settler.exitcode is None:
             settler.kill()
             settler.join()
+
+
+def _settler_ready(ready: Connection, settler: BaseProcess) -> bool:
+    deadline = time.monotonic() + limits.gateway_settler_start_s
+    while time.monotonic() < deadline:
+        if ready.poll(0.1):
+            try:
+                return bool(ready.recv())
+            except EOFError:  # it closed its end unready: it died
+                return False
+        if not settler.is_alive():
+            return False
+    return False
 
 
 def _serve_gateway(host: str, port: int, workers: int, log_level: str) -> None:

@@ -13,7 +13,7 @@ import os
 import signal
 from dataclasses import dataclass
 from datetime import timedelta
-from multiprocessing.synchronize import Event as EventType
+from multiprocessing.connection import Connection
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -350,16 +350,16 @@ class Settler:
         return backlog
 
 
-def settle_in_own_process(ready: EventType) -> None:
+def settle_in_own_process(parent: int, ready: Connection) -> None:
     """`billfold gateway`'s settler process: drains the queue until SIGTERM
-    (sent once the servers have stopped) or its parent's death, then ingests
+    (sent once the servers have stopped) or the death of its `parent` (a
+    process id: it may die before this one could ask), then ingests
     what is left and exits. Ctrl-C reaches it too, and is left to the parent:
-    the servers may still queue events while they stop. Sets `ready` once a
-    SIGTERM would no longer kill it outright."""
+    the servers may still queue events while they stop. Says so on `ready`
+    once a SIGTERM would no longer kill it outright."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    parent = os.getppid()
 
     async def run() -> None:
         ctx = AppContext.create(settings)
@@ -367,7 +367,11 @@ def settle_in_own_process(ready: EventType) -> None:
         settler = Settler(ctx, own_queue=True, poll_s=limits.gateway_settle_linger_s)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        ready.set()
+        # A pipe, not a multiprocessing.Event: setting one whose waiter was
+        # killed while it waited blocks for good.
+        with contextlib.suppress(OSError):
+            ready.send(True)
+        ready.close()
         settler.start()
         try:
             while os.getppid() == parent:
