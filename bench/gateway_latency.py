@@ -6,11 +6,12 @@ Creates a scratch PostgreSQL database (dropped at the end), starts the fake
 provider of the tests (tests/llm_support.py) in its own process, `billfold
 serve` for the setup (a customer subscribed to real-time per-token prices,
 funded, with a gateway key) and `billfold gateway --upstream-openai <fake>`
-(one worker), then sends the same Chat Completions request, one at a time over
-one keep-alive connection, (a) straight to the fake provider and (b) through
-the gateway, non-streamed and streamed (SSE, 7 content chunks plus the usage
-chunk). Every gateway call is held against the wallet (the rated estimate),
-forwarded, and settled by a usage event after its answer.
+(one worker and its settler process), then sends the same Chat Completions
+request, one at a time over one keep-alive connection, (a) straight to the
+fake provider and (b) through the gateway, non-streamed and streamed (SSE, 7
+content chunks plus the usage chunk). Every gateway call is held against the
+wallet (the rated estimate), forwarded, and settled by a usage event after its
+answer.
 
 Latency is until the last byte of the answer. Printed: p50/p99 per mode and
 the gateway's overhead (gateway minus direct) at p50 and p99, beside the
