@@ -4,11 +4,14 @@ when it cannot be reached), `/metrics` counts requests."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from billfold.api.app import create_app
 from billfold.api.context import AppContext
@@ -81,3 +84,41 @@ class TestMetrics:
     async def test_metrics_are_not_in_the_api_schema(self, anonymous: httpx.AsyncClient) -> None:
         spec = (await anonymous.get("/openapi.json")).json()
         assert "/metrics" not in spec["paths"]
+
+
+class TestDroppedConnections:
+    async def test_connections_the_database_dropped_are_replaced_not_failed(
+        self, client: httpx.AsyncClient, ctx: AppContext, backend: str
+    ) -> None:
+        """After a database restart or failover the pool holds dead
+        connections; a request must get a live one, not a 500."""
+        if backend != "postgresql":
+            pytest.skip("SQLite has no server to drop a connection")
+        # Several pooled connections at once.
+        answers = await asyncio.gather(*(client.get("/v1/api-keys") for _ in range(5)))
+        assert {answer.status_code for answer in answers} == {200}
+        dropped = await _drop_other_connections(ctx.settings.database_url)
+        assert dropped >= 1
+        await asyncio.sleep(0.2)  # their sockets see the server's end
+        for _ in range(3):
+            answers = await asyncio.gather(*(client.get("/v1/api-keys") for _ in range(5)))
+            assert [answer.status_code for answer in answers] == [200] * 5
+
+
+async def _drop_other_connections(database_url: str) -> int:
+    """What a restart does to the server side of the pool: every other
+    connection to this database ends."""
+    url = database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_async_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        async with engine.connect() as connection:
+            ended = await connection.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            await connection.commit()
+    finally:
+        await engine.dispose()
+    return int(ended or 0)

@@ -6,6 +6,7 @@ drivers are our choice: psycopg 3 for PostgreSQL, aiosqlite/sqlite3 for SQLite.
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 import sqlalchemy as sa
@@ -79,12 +80,32 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(async_url(url), pool_size=1, max_overflow=0, pool_timeout=60)
         _configure_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(
-        async_url(url),
-        pool_size=POSTGRES_POOL_SIZE,
-        max_overflow=POSTGRES_POOL_OVERFLOW_MAX,
-        pool_pre_ping=True,
+    engine = create_async_engine(
+        async_url(url), pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_POOL_OVERFLOW_MAX
     )
+    sa.event.listen(engine.sync_engine.pool, "checkout", _refuse_dropped_connection)
+    return engine
+
+
+def _refuse_dropped_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Give no request a connection the server has dropped (a restart, a
+    failover, an idle timeout): the pool then opens a new one.
+
+    An idle connection has nothing to read; one the server ended has its
+    goodbye (an error message, end of file) waiting on the socket. Looking
+    costs a system call where `pool_pre_ping` costs a round trip (~0.15 ms
+    per checkout, three a gateway call). It cannot see a peer that vanished
+    without a word (a cut cable); the next statement then fails, and the pool
+    discards the connection as it would after a ping."""
+    driver = dbapi_connection.driver_connection
+    if driver.closed:
+        raise sa.exc.DisconnectionError("the database ended this connection")
+    # poll, not select: select refuses descriptors past 1023, which a busy
+    # server process reaches.
+    readable = select.poll()
+    readable.register(driver.fileno(), select.POLLIN)
+    if readable.poll(0):
+        raise sa.exc.DisconnectionError("the database ended this connection")
 
 
 def create_sync_engine(url: str) -> sa.Engine:
