@@ -45,27 +45,6 @@ def _pg_lock_wallets() -> Select[Wallet]:
     )
 
 
-def _pg_accounts() -> Select[LedgerAccount]:
-    ids = text_array("ids")
-    return (
-        sa.select(LedgerAccount)
-        .join(ids, ids.c.value == LedgerAccount.id)
-        .where(LedgerAccount.organization_id == sa.bindparam("organization_id"))
-        .execution_options(populate_existing=True)
-    )
-
-
-def _pg_live_grants() -> Select[Grant, LedgerAccount]:
-    customers, assets = text_array("customers"), text_array("assets")
-    return (
-        _live_grants()
-        .join(customers, customers.c.value == Grant.customer_id)
-        .join(assets, assets.c.value == Grant.asset_code)
-        .where(Grant.organization_id == sa.bindparam("organization_id"))
-        .execution_options(populate_existing=True)
-    )
-
-
 def _pg_wallet_contents() -> Select[str, str, LedgerAccount, LedgerAccount, Grant, LedgerAccount]:
     """Of wallets already locked: each one's main and debt accounts and its
     live grants with theirs, one row per live grant (one with no grant when
@@ -96,8 +75,6 @@ def _pg_wallet_contents() -> Select[str, str, LedgerAccount, LedgerAccount, Gran
 
 _PG_LOCK_WALLETS = _pg_lock_wallets()
 _PG_WALLET_CONTENTS = _pg_wallet_contents()
-_PG_ACCOUNTS = _pg_accounts()
-_PG_LIVE_GRANTS = _pg_live_grants()
 
 
 class WalletRepository:
@@ -160,18 +137,18 @@ class WalletRepository:
         dict[str, LedgerAccount],
         dict[tuple[str, str], list[tuple[Grant, LedgerAccount]]],
     ]:
-        """`lock_many`, then their main and debt `accounts` and their
-        `live_grants_many`: on PostgreSQL the last two with one statement.
+        """`lock_many`, then their main and debt accounts and their live
+        grants (see `live_grants`): on PostgreSQL the last two with one statement.
         Not the lock with them: a statement that waited for a row lock reads
         the locked rows as they are now, but what it joins to them as they
         were when it began, before the transaction it waited for committed."""
         wallets = await self.lock_many(keys)
         if not self._postgresql() or not wallets:
-            accounts = await self.accounts(
+            accounts = await self._accounts(
                 [w.main_account_id for w in wallets]
                 + [w.debt_account_id for w in wallets if w.debt_account_id is not None]
             )
-            grants = await self.live_grants_many([(w.customer_id, w.asset_code) for w in wallets])
+            grants = await self._live_grants_many([(w.customer_id, w.asset_code) for w in wallets])
             return wallets, accounts, grants
         rows = await self.session.execute(
             _PG_WALLET_CONTENTS,
@@ -196,49 +173,35 @@ class WalletRepository:
                 of_wallet.append((grant, held))
         return wallets, found_accounts, found_grants
 
-    async def accounts(self, account_ids: Sequence[str]) -> dict[str, LedgerAccount]:
+    async def _accounts(self, account_ids: Sequence[str]) -> dict[str, LedgerAccount]:
         if not account_ids:
             return {}
-        ids = sorted(set(account_ids))
-        if self._postgresql():
-            rows = await self.session.scalars(
-                _PG_ACCOUNTS, {"organization_id": self.organization_id, "ids": ids}
+        rows = await self.session.scalars(
+            sa.select(LedgerAccount)
+            .where(
+                LedgerAccount.organization_id == self.organization_id,
+                LedgerAccount.id.in_(sorted(set(account_ids))),
             )
-        else:
-            rows = await self.session.scalars(
-                sa.select(LedgerAccount)
-                .where(
-                    LedgerAccount.organization_id == self.organization_id,
-                    LedgerAccount.id.in_(ids),
-                )
-                .execution_options(populate_existing=True)
-            )
+            .execution_options(populate_existing=True)
+        )
         return {row.id: row for row in rows}
 
-    async def live_grants_many(
+    async def _live_grants_many(
         self, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], list[tuple[Grant, LedgerAccount]]]:
         """`live_grants` of several wallets in one query."""
         found: dict[tuple[str, str], list[tuple[Grant, LedgerAccount]]] = {k: [] for k in keys}
         if not keys:
             return found
-        customers = sorted({customer for customer, _ in keys})
-        assets = sorted({asset for _, asset in keys})
-        if self._postgresql():
-            rows = await self.session.execute(
-                _PG_LIVE_GRANTS,
-                {"organization_id": self.organization_id, "customers": customers, "assets": assets},
+        rows = await self.session.execute(
+            _live_grants()
+            .where(
+                Grant.organization_id == self.organization_id,
+                Grant.customer_id.in_(sorted({customer for customer, _ in keys})),
+                Grant.asset_code.in_(sorted({asset for _, asset in keys})),
             )
-        else:
-            rows = await self.session.execute(
-                _live_grants()
-                .where(
-                    Grant.organization_id == self.organization_id,
-                    Grant.customer_id.in_(customers),
-                    Grant.asset_code.in_(assets),
-                )
-                .execution_options(populate_existing=True)
-            )
+            .execution_options(populate_existing=True)
+        )
         for grant, account in rows:
             key = (grant.customer_id, grant.asset_code)
             if key in found:
