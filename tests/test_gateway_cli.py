@@ -5,6 +5,8 @@ ANTHROPIC_API_KEY, the official SDKs pointed at it."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from billfold import Billfold
+from billfold import Billfold, limits
 from tests.live import BIN, ROOT, billfold, create_org, free_port, server_env, servers
 from tests.llm_support import fake_upstream, holds, llm_customer
 
@@ -24,7 +26,8 @@ READY_TIMEOUT_S = 60
 
 
 @contextlib.contextmanager
-def gateway_process(database_url: str, *args: str) -> Iterator[str]:
+def gateway_process(database_url: str, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`billfold gateway` serving (its URL), stopped with SIGTERM afterwards."""
     port = free_port()
     process = subprocess.Popen(
         [str(BIN / "billfold"), "gateway", "--port", str(port), *args],
@@ -46,7 +49,7 @@ def gateway_process(database_url: str, *args: str) -> Iterator[str]:
                     break
             assert time.monotonic() < deadline, "billfold gateway did not start"
             time.sleep(0.1)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
@@ -70,7 +73,7 @@ def test_the_gateway_command_serves_both_providers(database_url: str) -> None:
             upstream.base_url,
             "--upstream-anthropic",
             upstream.base_url,
-        ) as url:
+        ) as (url, _):
             with openai.OpenAI(api_key=key, base_url=url + "/v1", max_retries=0) as chat:
                 parts = chat.chat.completions.create(model="gpt-4o", messages=HI, stream=True)
                 assert "".join(p.choices[0].delta.content or "" for p in parts)
@@ -84,6 +87,26 @@ def test_the_gateway_command_serves_both_providers(database_url: str) -> None:
             assert heads[1]["x-api-key"] == "sk-operator-an"
         # Stopping the gateway lets it finish settling what it answered.
         assert [row[0] for row in holds(database_url)] == ["captured", "captured"]
+
+
+def test_the_gateway_commands_settler_process_settles_calls_while_it_runs(
+    database_url: str,
+) -> None:
+    api_key = create_org(database_url)
+    with fake_upstream() as upstream, servers(database_url) as [api]:
+        with Billfold(api_key, base_url=api.base_url) as client:
+            customer = llm_customer(client)
+            key = client.customers.gateway_keys.create(customer)["key"]
+        with gateway_process(database_url, "--upstream-openai", upstream.base_url) as (url, _):
+            with openai.OpenAI(api_key=key, base_url=url + "/v1", max_retries=0) as chat:
+                for _ in range(3):
+                    chat.chat.completions.create(model="gpt-4o", messages=HI, max_tokens=5)
+            # The server process leaves fresh events to the settler; only it
+            # can settle them this soon.
+            deadline = time.monotonic() + limits.gateway_settlement_stale_s - 2
+            while [row[0] for row in holds(database_url)] != ["captured"] * 3:
+                assert time.monotonic() < deadline, holds(database_url)
+                time.sleep(0.1)
 
 
 def _children(pid: int) -> list[int]:
@@ -105,40 +128,26 @@ def _cmdline(pid: int) -> str:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_the_settler_process_does_not_outlive_a_killed_gateway(database_url: str) -> None:
-    with fake_upstream() as upstream:
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                str(BIN / "billfold"),
-                "gateway",
-                "--port",
-                str(port),
-                "--upstream-openai",
-                upstream.base_url,
-            ],
-            env=server_env(database_url),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while True:
-                settlers = [p for p in _children(process.pid) if "spawn_main" in _cmdline(p)]
-                if settlers:
-                    break
-                assert process.poll() is None
-                assert time.monotonic() < deadline, "no settler process started"
-                time.sleep(0.1)
-        finally:
-            process.kill()  # no chance to stop its children
-            process.wait(30)
-        [settler] = settlers
+    with (
+        fake_upstream() as upstream,
+        gateway_process(database_url, "--upstream-openai", upstream.base_url) as (_, process),
+    ):
+        children = _children(process.pid)
+        # The gateway serves only once its settler is ready.
+        [settler] = [p for p in children if "spawn_main" in _cmdline(p)]
+        process.kill()  # no chance to stop its children
+        process.wait(30)
+    try:
         deadline = time.monotonic() + 10
         while Path(f"/proc/{settler}").exists() and "spawn_main" in _cmdline(settler):
             assert time.monotonic() < deadline, "the settler outlived its gateway"
             time.sleep(0.1)
+    finally:
+        # granian's server process does outlive a SIGKILLed parent (granian's
+        # own behaviour); this test leaves no process behind.
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
 
 
 def test_the_gateway_command_needs_an_upstream(database_url: str) -> None:
