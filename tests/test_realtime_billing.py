@@ -215,6 +215,24 @@ class TestHolds:
         assert settled["captured_amount"] == "2.00"
         assert (await balance(client, subscribed))["available"] == "4.00"
 
+    async def test_a_fee_above_the_hold_that_runs_into_debt_settles_the_hold_once(
+        self, client, subscribed, clock
+    ):
+        # Found by the wallet state machine: opening the debt account flushed
+        # the session, and with it the hold's new state before its guarded write.
+        configured = await client.patch(
+            f"/v1/customers/{subscribed.customer_id}/wallet/balances/USD",
+            json={"credit_limit": "1.00"},
+        )
+        assert configured.status_code == 200, configured.text
+        hold = await subscribed.authorize("1.00")
+        results = await send(client, event(clock, 1, 500, authorization_id=hold["id"]))  # 6.00
+        assert results[0]["status"] == "accepted"
+        settled = (await client.get(f"/v1/authorizations/{hold['id']}")).json()
+        assert (settled["status"], settled["captured_amount"]) == ("captured", "1.00")
+        state = await balance(client, subscribed)
+        assert (state["available"], state["debt"]) == ("0.00", "5.00")
+
     async def test_a_resolved_hold_leaves_the_event_to_pay_from_available(
         self, client, subscribed, clock
     ):

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from billfold.authorizations.models import Authorization, AuthorizationSplit
 from billfold.db.bulk import insert_rows, pg_insert
@@ -137,10 +138,16 @@ class AuthorizationRepository:
         require(
             authorization.status == "authorized", f"authorization {authorization.id} resolved twice"
         )
-        authorization.status = status
-        authorization.captured_minor = captured_minor
-        authorization.released_minor = released_minor
-        authorization.resolved_at = now
+        # As values the database holds, not as changes: the ORM must not
+        # write them itself at some flush before `write_staged` (whose guard
+        # would then find the hold resolved), nor again after it.
+        for name, value in (
+            ("status", status),
+            ("captured_minor", captured_minor),
+            ("released_minor", released_minor),
+            ("resolved_at", now),
+        ):
+            set_committed_value(authorization, name, value)
         self._staged.append((authorization, now))
 
     async def write_staged(self) -> None:
