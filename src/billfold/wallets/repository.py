@@ -21,12 +21,17 @@ def main_account_id(organization_id: str, customer_id: str, asset_code: str) -> 
     return f"acw_{digest}"
 
 
+def _is_live(account: type[LedgerAccount] = LedgerAccount) -> sa.ColumnElement[bool]:
+    """A grant that can still be drawn on, or still backs a hold (`account`: its account)."""
+    return sa.or_(Grant.status == "active", account.debits_pending_minor > 0)
+
+
 def _live_grants() -> Select[Grant, LedgerAccount]:
     """Grants that can still be drawn on, or still back a hold, with their accounts."""
     return (
         sa.select(Grant, LedgerAccount)
         .join(LedgerAccount, LedgerAccount.id == Grant.account_id)
-        .where(sa.or_(Grant.status == "active", LedgerAccount.debits_pending_minor > 0))
+        .where(_is_live())
     )
 
 
@@ -65,7 +70,7 @@ def _pg_wallet_contents() -> Select[str, str, LedgerAccount, LedgerAccount, Gran
                 Grant.organization_id == Wallet.organization_id,
                 Grant.customer_id == Wallet.customer_id,
                 Grant.asset_code == Wallet.asset_code,
-                sa.or_(Grant.status == "active", held.debits_pending_minor > 0),
+                _is_live(held),
             ),
         )
         .where(Wallet.organization_id == sa.bindparam("organization_id"))
@@ -250,13 +255,11 @@ class WalletRepository:
     ) -> list[tuple[Grant, LedgerAccount]]:
         """Grants that can still move: active ones, and lapsed ones with money still held."""
         rows = await self.session.execute(
-            sa.select(Grant, LedgerAccount)
-            .join(LedgerAccount, LedgerAccount.id == Grant.account_id)
+            _live_grants()
             .where(
                 Grant.organization_id == self.organization_id,
                 Grant.customer_id == customer_id,
                 Grant.asset_code == asset_code,
-                sa.or_(Grant.status == "active", LedgerAccount.debits_pending_minor > 0),
             )
             .execution_options(populate_existing=True)
         )
