@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,6 +263,99 @@ def test_retries_named_by_an_idempotency_key_stay_under_one_hold(gate: Gate) -> 
     [hold] = gate.settled(1)
     assert hold[0] == "captured"
     assert hold[2] == 12 * IN + 5 * OUT
+
+
+def _keyed_call(
+    gate: Gate, key: str, max_tokens: int = 5, api_key: str | None = None
+) -> httpx.Response:
+    body = {"model": "gpt-4o", "messages": HI, "max_tokens": max_tokens}
+    headers = {"authorization": f"Bearer {api_key or gate.key}", "idempotency-key": key}
+    return httpx.post(gate.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+
+
+def _wait_for_claim_to_end(gate: Gate, key: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ended = db_rows(
+            gate.database_url,
+            "SELECT completed_at FROM idempotency_keys WHERE key = :key",
+            key=f"llm_gw_{gate.key_id}_{key}:call",
+        )
+        if ended and ended[0][0] is not None:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the call's claim on its key never ended")
+
+
+def test_a_repeat_of_a_call_that_ended_never_reaches_the_provider(gate: Gate) -> None:
+    """The same Idempotency-Key and body after the call was answered: one
+    provider call, billed once, and a 409 the SDKs do not retry."""
+    client = openai.OpenAI(api_key=gate.key, base_url=gate.url + "/v1", max_retries=2)
+    gate.made.append(client)
+
+    def call() -> Any:
+        return client.chat.completions.create(
+            model="gpt-4o", messages=HI, max_tokens=5, extra_headers={"Idempotency-Key": "c-9"}
+        )
+
+    assert call().choices[0].message.content
+    _wait_for_claim_to_end(gate, "c-9")
+    with pytest.raises(openai.ConflictError) as raised:
+        call()
+    assert raised.value.code == "call_already_completed"
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    again = _keyed_call(gate, "c-9")
+    assert (again.status_code, again.json()["code"]) == (409, "call_already_completed")
+    assert gate.upstream.count() == 1
+    [hold] = gate.settled(1)
+    assert hold[0] == "captured"
+    assert len(usage_events(gate.database_url)) == 1
+
+
+def test_a_repeat_while_the_call_runs_is_told_to_retry_shortly(gate: Gate) -> None:
+    gate.upstream.gate = threading.Event()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_keyed_call, gate, "c-10")
+            deadline = time.monotonic() + 30
+            while gate.upstream.count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            repeat = _keyed_call(gate, "c-10")
+            assert (repeat.status_code, repeat.json()["code"]) == (409, "idempotency_key_in_use")
+            assert repeat.headers["retry-after"] == "1"
+            assert "x-should-retry" not in repeat.headers
+            gate.upstream.gate.set()
+            assert first.result(30).status_code == 200
+    finally:
+        gate.upstream.gate.set()
+    assert gate.upstream.count() == 1
+
+
+def test_a_key_reused_for_another_request_is_refused_and_not_retried(gate: Gate) -> None:
+    assert _keyed_call(gate, "c-11").status_code == 200
+    other = _keyed_call(gate, "c-11", max_tokens=6)
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+    assert other.headers["x-should-retry"] == "false"
+    assert gate.upstream.count() == 1
+
+
+def test_a_declined_call_can_be_repeated_and_is_declined_again(gate: Gate) -> None:
+    poor = llm_customer(gate.billfold, "poor", funds="0.01")
+    key = gate.billfold.customers.gateway_keys.create(poor)["key"]
+    for _ in range(2):
+        declined = _keyed_call(gate, "c-12", api_key=key)
+        assert (declined.status_code, declined.json()["code"]) == (402, "insufficient_funds")
+    assert gate.upstream.count() == 0
+
+
+def test_a_call_kept_for_its_retry_can_run_again_under_its_hold(gate: Gate) -> None:
+    gate.upstream.fail_next = [500]
+    assert _keyed_call(gate, "c-13").status_code == 500
+    assert holds(gate.database_url)[0][0] == "authorized"
+    assert _keyed_call(gate, "c-13").status_code == 200
+    assert gate.upstream.count() == 2
+    [hold] = gate.settled(1)
+    assert hold[0] == "captured"
 
 
 def test_a_provider_stream_that_breaks_off_settles_on_an_estimate(gate: Gate) -> None:

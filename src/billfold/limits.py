@@ -39,6 +39,11 @@ gateway_settlement_stale_s = 10.0
 # one for it to ingest what is queued.
 gateway_settler_start_s = 60.0
 gateway_settler_stop_s = 60.0
+# How long a gateway call named by an Idempotency-Key holds that key against
+# repeats: the longest a call runs (a 600 s read from the provider, then up
+# to 60 s draining a stream its client left). Past it, the holder is taken
+# for dead and a repeat runs the call.
+gateway_call_lease_s = 660.0
 
 # Webhooks
 webhook_endpoints_per_organization_max = 20

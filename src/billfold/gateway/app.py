@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -28,6 +29,7 @@ from billfold import limits
 from billfold.api.context import AppContext
 from billfold.errors import BillfoldError
 from billfold.gateway.billing import Caller, LocalBilling
+from billfold.gateway.schemas import problem_document
 from billfold.llm import _estimate
 from billfold.llm._billing import AuthorizationDeclined, Opened, Options
 from billfold.llm._estimate import Estimate
@@ -35,7 +37,6 @@ from billfold.llm._usage import RESERVED_DATA_KEYS
 
 logger = logging.getLogger("billfold.gateway")
 
-PROBLEM_TYPE_BASE = "https://billfold.dev/problems/"
 #: After a client leaves mid-stream, how long the gateway keeps reading the
 #: provider's stream for its final usage before settling on an estimate.
 DRAIN_AFTER_DISCONNECT_S = 60.0
@@ -68,22 +69,22 @@ def origin(url: str) -> str:
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, request_id: str | None = None
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
-    # RFC 9457, plus an `error` member shaped like the providers' own so their
-    # SDKs show the message in the exception they raise.
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + code,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        "error": {"type": code, "code": code, "message": detail},
-    }
-    if request_id is not None:
-        body["request_id"] = request_id
-    headers = {"x-request-id": request_id} if request_id else None
-    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+    merged = dict(headers or {})
+    if request_id:
+        merged["x-request-id"] = request_id
+    return JSONResponse(
+        problem_document(status, code, title, detail, request_id),
+        status,
+        headers=merged,
+        media_type="application/problem+json",
+    )
 
 
 async def _body(request: Request) -> bytes | None:
@@ -197,6 +198,7 @@ class Gateway:
         hold through a retryable error, so that its retry runs under the same
         hold (unclaimed, it expires by itself and charges nothing)."""
         if logical_key is not None and (status is None or status in _RETRYABLE):
+            await self.billing.release_claim(caller, logical_key)
             return
         await self.billing.fail(caller, options, opened)
 
@@ -207,6 +209,56 @@ class Gateway:
 
     def _upstream(self, provider: str) -> Upstream | None:
         return self.config.openai if provider == "openai" else self.config.anthropic
+
+    async def _open(
+        self,
+        session: AsyncSession,
+        request: Request,
+        caller: Caller,
+        options: Options,
+        estimate: Estimate,
+        raw: bytes,
+        logical_key: str | None,
+        request_id: str,
+    ) -> Opened | Response:
+        """Hold the call, first claiming the client's Idempotency-Key for it;
+        or the answer that refuses it."""
+        if logical_key is not None:
+            try:
+                ended = await self.billing.claim_call(
+                    session, caller, logical_key, request.url.path, raw
+                )
+            except BillfoldError as exc:
+                return _refusal(exc, request_id)
+            if ended is not None:
+                return Response(
+                    ended.body,
+                    ended.status,
+                    headers={"x-request-id": request_id, "x-should-retry": "false"},
+                    media_type=ended.content_type,
+                )
+        try:
+            opened = await self.billing.open(
+                caller, options, estimate, logical_key, request_id, session
+            )
+        except BaseException as exc:
+            if logical_key is not None:
+                # Not held, so not called: a repeat may run it (a declined
+                # hold's key answers its retry with the same decline).
+                with contextlib.suppress(Exception):
+                    await self.billing.release_claim(caller, logical_key)
+            if isinstance(exc, AuthorizationDeclined):
+                return problem(
+                    402,
+                    exc.code,
+                    "Payment required",
+                    f"The customer's wallet cannot cover this call ({exc.code}).",
+                    request_id,
+                )
+            if isinstance(exc, BillfoldError):
+                return _refusal(exc, request_id)
+            raise
+        return opened
 
     async def handle(self, request: Request) -> Response:
         request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
@@ -271,20 +323,12 @@ class Gateway:
                 )
             options = self.billing.options(caller, tags, self.config.on_provider_error)
             logical_key = request.headers.get("idempotency-key")
-            try:
-                opened = await self.billing.open(
-                    caller, options, estimate, logical_key, request_id, session
-                )
-            except AuthorizationDeclined as declined:
-                return problem(
-                    402,
-                    declined.code,
-                    "Payment required",
-                    f"The customer's wallet cannot cover this call ({declined.code}).",
-                    request_id,
-                )
-            except BillfoldError as exc:
-                return problem(exc.status, exc.code, exc.title, exc.detail, request_id)
+            held = await self._open(
+                session, request, caller, options, estimate, raw, logical_key, request_id
+            )
+            if isinstance(held, Response):
+                return held
+            opened = held
         finally:
             await session.close()
         upstream_request = self.http.build_request(
@@ -403,6 +447,15 @@ class Gateway:
             with contextlib.suppress(httpx.HTTPError):
                 await answer.aclose()
             await self.billing.settle(caller, options, opened)
+
+
+def _refusal(error: BillfoldError, request_id: str) -> Response:
+    headers = dict(error.headers or {})
+    if error.status == 409 and "Retry-After" not in headers:
+        # The SDKs retry a 409, which only a call still in progress is worth
+        # (it comes with Retry-After); not a key reused for another body.
+        headers["x-should-retry"] = "false"
+    return problem(error.status, error.code, error.title, error.detail, request_id, headers)
 
 
 def _stream_error(provider: str) -> bytes:

@@ -25,10 +25,11 @@ from billfold.assets.service import get_asset
 from billfold.authorizations.repository import AuthorizationRepository
 from billfold.authorizations.service import AuthorizeRequest, IdempotencyRef, ResolveRequest
 from billfold.config import Settings
-from billfold.errors import InvalidRequest
+from billfold.errors import Conflict, InvalidRequest
 from billfold.gateway import service as gateway_keys
 from billfold.gateway.models import GatewayKey
 from billfold.gateway.repository import SettlementRepository
+from billfold.gateway.schemas import problem_document
 from billfold.idempotency import service as idempotency
 from billfold.llm._billing import (
     AuthorizationDeclined,
@@ -49,6 +50,25 @@ from billfold.organizations.service import Principal
 from billfold.realtime.service import estimate_event
 
 logger = logging.getLogger("billfold.gateway")
+
+
+#: The answer to a repeat of a call that has ended (the same Idempotency-Key
+#: and body), settled or released: the provider is called once per logical
+#: call, and its answer is not kept to be replayed. The gateway sends it with
+#: `x-should-retry: false`, which stops the SDKs retrying a 409.
+CALL_ENDED = idempotency.StoredResponse(
+    409,
+    json.dumps(
+        problem_document(
+            409,
+            "call_already_completed",
+            "Conflict",
+            "The call with this Idempotency-Key has already ended and its hold is "
+            "settled; a new call needs a new key.",
+        )
+    ).encode(),
+    "application/problem+json",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +118,48 @@ class LocalBilling:
             return None
         return Caller(key.organization_id, key.customer_id, key.id)
 
+    async def claim_call(
+        self, session: AsyncSession, caller: Caller, logical_key: str, path: str, body: bytes
+    ) -> idempotency.StoredResponse | None:
+        """Claim the client's Idempotency-Key for the call itself, beside its
+        hold's: while the call runs, a repeat is refused with 409
+        `idempotency_key_in_use` (retry shortly), and once it has ended it is
+        answered `CALL_ENDED`, so the provider is never called twice for one
+        call billed once. Raises Conflict; returns the answer for a call that
+        has ended. `open` names the claim in `Opened.claimed_key`."""
+        return await idempotency.claim(
+            session,
+            self.ctx.clock,
+            caller.organization_id,
+            key=_claim_key(caller, logical_key),
+            method="POST",
+            path=path,
+            request_fingerprint=idempotency.fingerprint("POST", path, body),
+            lease_s=limits.gateway_call_lease_s,
+        )
+
+    async def release_claim(self, caller: Caller, logical_key: str) -> None:
+        """Give up the claim on a call that can run again: it was not held
+        (declined, refused) or its hold is kept for a retry."""
+        async with self.ctx.autocommit_sessions() as session:
+            await idempotency.release(
+                session, caller.organization_id, _claim_key(caller, logical_key)
+            )
+            await session.commit()
+
+    async def _end_claim(self, caller: Caller, opened: Opened) -> None:
+        if opened.claimed_key is None:
+            return
+        try:
+            async with self.ctx.autocommit_sessions() as session:
+                await idempotency.complete(
+                    session, self.ctx.clock, caller.organization_id, opened.claimed_key, CALL_ENDED
+                )
+                await session.commit()
+        except Conflict:
+            # Our lease ran out and a repeat took the key over: it ends it.
+            logger.warning("call %s outlived its claim on its key", opened.call_id)
+
     async def open(
         self,
         caller: Caller,
@@ -110,11 +172,7 @@ class LocalBilling:
         """Hold the call's worst case; raises AuthorizationDeclined. Prices it
         in `session` (the one that found the key: a checkout saved), which it
         then ends, so no connection idles while the wallet's batch runs."""
-        call_id = (
-            new_call_id()
-            if logical_key is None
-            else f"llm_gw_{caller.gateway_key_id}_{logical_key[:100]}"
-        )
+        call_id = new_call_id() if logical_key is None else _call_id(caller, logical_key)
         body = authorization_body(options, estimate, call_id)
         try:
             if "amount" in body:
@@ -156,7 +214,8 @@ class LocalBilling:
         if answer.status != 200 or document.get("status") != "authorized":
             code = document.get("decline_code") or document.get("code") or "declined"
             raise AuthorizationDeclined(str(code), request_id, document)
-        return Opened(call_id, document["id"], Tracker(estimate))
+        claimed = None if logical_key is None else _claim_key(caller, logical_key)
+        return Opened(call_id, document["id"], Tracker(estimate), claimed_key=claimed)
 
     async def _estimated(
         self, session: AsyncSession, caller: Caller, estimate: dict[str, Any]
@@ -198,6 +257,7 @@ class LocalBilling:
             return
         opened.done = True
         await self._ingest(caller, options, opened, settled_data(options, opened.tracker))
+        await self._end_claim(caller, opened)
 
     async def fail(self, caller: Caller, options: Options, opened: Opened) -> None:
         if opened.done:
@@ -205,6 +265,7 @@ class LocalBilling:
         opened.done = True
         if options.on_provider_error == "charge_input":
             await self._ingest(caller, options, opened, charged_input_data(options, opened.tracker))
+            await self._end_claim(caller, opened)
             return
         async with self.ctx.sessions() as session:
             hold = await AuthorizationRepository(session, caller.organization_id).get(
@@ -226,6 +287,7 @@ class LocalBilling:
         )
         if answer.status != 200:
             logger.error("could not release %s: %s", opened.authorization_id, answer.body[:300])
+        await self._end_claim(caller, opened)
 
     async def _ingest(
         self, caller: Caller, options: Options, opened: Opened, data: dict[str, Any]
@@ -245,6 +307,16 @@ class LocalBilling:
 
     async def close(self) -> None:
         await self.settler.close()
+
+
+def _call_id(caller: Caller, logical_key: str) -> str:
+    """One logical call per gateway key and client Idempotency-Key."""
+    return f"llm_gw_{caller.gateway_key_id}_{logical_key[:100]}"
+
+
+def _claim_key(caller: Caller, logical_key: str) -> str:
+    """The idempotency key by which the gateway claims a logical call."""
+    return f"{_call_id(caller, logical_key)}:call"
 
 
 class Settler:

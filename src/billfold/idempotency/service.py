@@ -66,14 +66,16 @@ async def claim(
     method: str,
     path: str,
     request_fingerprint: str,
+    lease_s: float = limits.idempotency_in_flight_lease_s,
 ) -> StoredResponse | None:
     """Hold `key` for this request, or return the response to replay.
 
     Raises 409 when the key belongs to a different request or is in flight.
+    An unfinished claim older than `lease_s` is taken over: its holder died.
     """
     repository = IdempotencyRepository(session, organization_id)
     now = clock.now()
-    lease_until = now + timedelta(seconds=limits.idempotency_in_flight_lease_s)
+    lease_until = now + timedelta(seconds=lease_s)
     if await repository.insert_if_absent(
         key=key,
         fingerprint=request_fingerprint,

@@ -66,6 +66,9 @@ class Opened:
     authorization_id: str
     tracker: Tracker
     done: bool = False
+    #: The gateway's claim on the client's Idempotency-Key for this call
+    #: (`LocalBilling.claim_call`), ended with the call.
+    claimed_key: str | None = None
 
 
 def new_call_id() -> str:
