@@ -173,11 +173,14 @@ def _database_url() -> str:
 
 @contextlib.contextmanager
 def serve(
-    env: dict[str, str], *, workers: int = 1, cpu: int | None = None
+    env: dict[str, str], *, workers: int = 1, cpu: int | None = None, worker: bool = False
 ) -> Iterator[tuple[int, int]]:
-    """`billfold serve` on a free port until /healthz answers; stopped after."""
+    """`billfold serve` on a free port until /healthz answers; stopped after.
+    Its background worker runs in each server process only with `worker`."""
     command = [*_pin(cpu), BILLFOLD, "serve", "--host", "127.0.0.1", "--port", str(_free_port())]
-    command += ["--workers", str(workers), "--no-worker"]
+    command += ["--workers", str(workers)]
+    if not worker:
+        command.append("--no-worker")
     with serving(command, env, name="billfold serve", start_timeout_s=60) as started:
         yield started
 

@@ -33,8 +33,14 @@ from billfold.clock import FrozenClock
 from billfold.config import Settings
 from billfold.db.migrate import upgrade
 from billfold.metering import rollups, service, values
-from billfold.metering.models import Event, Meter, UsageRollup
-from billfold.metering.repository import MeterRepository, UsageCell, UsageQuery, UsageRepository
+from billfold.metering.models import Event, Meter, UsageRollup, UsageRollupDelta
+from billfold.metering.repository import (
+    MeterRepository,
+    UsageCell,
+    UsageQuery,
+    UsageRepository,
+    compact_rollup_deltas,
+)
 from billfold.organizations import service as organizations
 from billfold.organizations.service import Principal
 from tests.conftest import Tenant
@@ -136,7 +142,21 @@ async def raw_and_rolled(
     return keyed(raw), keyed(rolled)
 
 
+async def compact_all(ctx: AppContext) -> None:
+    """Move every rollup delta into the rollups, as the worker does."""
+    while await rollups.compact(ctx.sessions):
+        pass
+
+
+async def deltas(ctx: AppContext) -> int:
+    async with ctx.sessions() as session:
+        count = await session.scalar(sa.select(sa.func.count()).select_from(UsageRollupDelta))
+        return int(count or 0)
+
+
 async def rollup_rows(ctx: AppContext) -> int:
+    """The rollup rows, once every delta is moved in."""
+    await compact_all(ctx)
     async with ctx.sessions() as session:
         return int(await session.scalar(sa.select(sa.func.count()).select_from(UsageRollup)) or 0)
 
@@ -255,12 +275,16 @@ async def _check(
                 "data": data,
             }
         )
-    # Two batches, so the second adds to rows the first created.
+    # Two batches, so the second adds to rows the first created. The first's
+    # deltas are moved into the rollups, the second's not (PostgreSQL): the
+    # answers add the two tables.
     half = len(sent) // 2
-    for batch in (sent[:half], sent[half:]):
+    for first, batch in ((True, sent[:half]), (False, sent[half:])):
         if batch:
             results = await ingest(http, *batch)
             assert {result["status"] for result in results} == {"accepted"}, results
+        if first:
+            await compact_all(ctx)
     for code, offset, length, granularity, who, grouped in queries:
         start = _BASE + timedelta(minutes=offset)
         end = min(start + timedelta(minutes=length), NOW)
@@ -498,9 +522,11 @@ async def _assert_exact(ctx: AppContext, organization_id: str, codes: list[str])
         assert raw
 
 
-async def test_concurrent_batches_add_to_the_same_rows(
+async def test_concurrent_batches_of_the_same_rows_never_wait_for_each_other(
     backend: str, client: httpx.AsyncClient, ctx: AppContext, tenant: Tenant, clock: FrozenClock
 ) -> None:
+    """PostgreSQL: each batch appends its deltas, so the second finishes while
+    the first, on the same customers and hours, is still open."""
     if backend != "postgresql":
         pytest.skip("SQLite has one writer: its transactions never overlap")
     for meter in METERS:
@@ -508,20 +534,56 @@ async def test_concurrent_batches_add_to_the_same_rows(
     customers = [await create_customer(client, f"k{i}") for i in range(5)]
     principal = Principal(tenant.organization_id, "test")
     window = limits.event_backfill_window_default_s
+    await compact_all(ctx)  # the rows exist: the batches add to them
     # The same customers and hours, listed in opposite orders.
     first_raw = _batch("x", customers, 100)
     second_raw = _batch("y", list(reversed(customers)), 100)
     async with ctx.sessions() as first, ctx.sessions() as second:
         await service.ingest(first, clock, principal, first_raw, backfill_window_s=window)
-        racing = asyncio.create_task(
-            service.ingest(second, clock, principal, second_raw, backfill_window_s=window)
-        )
-        await asyncio.sleep(0.3)
-        assert not racing.done(), "the second waits on the first's rollup rows"
-        await first.commit()
-        await racing
+        async with asyncio.timeout(10):
+            await service.ingest(second, clock, principal, second_raw, backfill_window_s=window)
         await second.commit()
+        await first.commit()
     await _assert_exact(ctx, tenant.organization_id, [meter["code"] for meter in METERS])
+    assert await deltas(ctx) > 0
+    await compact_all(ctx)
+    assert await deltas(ctx) == 0
+    await _assert_exact(ctx, tenant.organization_id, [meter["code"] for meter in METERS])
+
+
+async def test_compaction_moves_only_committed_deltas_each_exactly_once(
+    backend: str, client: httpx.AsyncClient, ctx: AppContext, tenant: Tenant, clock: FrozenClock
+) -> None:
+    """PostgreSQL: a compaction neither waits for nor takes an open batch's
+    deltas, and while it is open readers still see what it is moving."""
+    if backend != "postgresql":
+        pytest.skip("SQLite adds to the rollups directly: there is nothing to compact")
+    codes = [meter["code"] for meter in METERS]
+    for meter in METERS:
+        await create_meter(client, **meter)
+    customers = [await create_customer(client, f"k{i}") for i in range(4)]
+    principal = Principal(tenant.organization_id, "test")
+    window = limits.event_backfill_window_default_s
+    await ingest(client, *_batch("a", customers, 80))
+    committed = await deltas(ctx)
+    assert committed > 0
+    async with ctx.sessions() as batch:
+        await service.ingest(
+            batch, clock, principal, _batch("b", customers, 80), backfill_window_s=window
+        )
+        async with ctx.sessions() as compacting, asyncio.timeout(10):
+            moved = await compact_rollup_deltas(compacting, 10_000)
+            assert moved == committed, "the open batch's deltas are not visible to it"
+            # Not yet committed: readers see the deltas where they were.
+            await _assert_exact(ctx, tenant.organization_id, codes)
+            await compacting.commit()
+        await _assert_exact(ctx, tenant.organization_id, codes)
+        await batch.commit()
+    await _assert_exact(ctx, tenant.organization_id, codes)
+    assert await deltas(ctx) > 0, "the batch's deltas, after the compaction"
+    await compact_all(ctx)
+    assert await deltas(ctx) == 0
+    await _assert_exact(ctx, tenant.organization_id, codes)
 
 
 async def test_a_meter_created_while_a_batch_is_open_counts_it_once(

@@ -103,6 +103,10 @@ customer_metadata_value_length_max = 500
 
 # Worker housekeeping
 housekeeping_interval_s = 300
+# Rollup deltas one worker statement moves into the rollups (PostgreSQL).
+# Ingest appends about one per customer and hour of each batch; a worker
+# with a backlog moves batch after batch without sleeping.
+rollup_deltas_per_compaction_max = 10_000
 
 assert page_size_default <= page_size_max
 assert idempotency_in_flight_lease_s < idempotency_key_retention_s

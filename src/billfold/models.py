@@ -26,7 +26,7 @@ from billfold.invoicing.models import (
     TaxRate,
 )
 from billfold.ledger.models import JournalEntry, LedgerAccount, Posting
-from billfold.metering.models import Event, Meter, UsageRollup
+from billfold.metering.models import Event, Meter, UsageRollup, UsageRollupDelta
 from billfold.organizations.models import ApiKey, Organization
 from billfold.realtime.models import EventFee, PeriodTotal
 from billfold.subscriptions.models import Subscription
@@ -71,6 +71,7 @@ __all__ = [
     "Subscription",
     "TaxRate",
     "UsageRollup",
+    "UsageRollupDelta",
     "Vendor",
     "Wallet",
     "WebhookAttempt",

@@ -16,6 +16,7 @@ from billfold.api.context import AppContext
 from billfold.costs.service import evaluate_all_cost_alerts
 from billfold.idempotency import service as idempotency
 from billfold.invoicing.service import run_billing
+from billfold.metering import rollups
 from billfold.wallets.service import sweep_due_wallets
 from billfold.webhooks.delivery import WebhookSender
 
@@ -50,6 +51,9 @@ class Worker:
         # Expiry is also applied lazily whenever a wallet is touched; the sweep
         # makes sure idle wallets release their expired holds and grants too.
         swept = await sweep_due_wallets(self.ctx.sessions, self.ctx.clock)
+        # A full batch counts as work: a backlog is moved without sleeping.
+        moved = await rollups.compact(self.ctx.sessions)
+        swept += moved if moved >= limits.rollup_deltas_per_compaction_max else 0
         if time.monotonic() - self._last_billing_run >= limits.billing_run_interval_s:
             # Closes the periods that ended since the last run and finalizes
             # drafts past their grace period; idempotent, so workers may overlap.

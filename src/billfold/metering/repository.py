@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -45,7 +45,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from billfold import limits
 from billfold.db.engine import dialect_of, upsert_insert
 from billfold.metering import values
-from billfold.metering.models import Event, Meter, UsageRollup
+from billfold.metering.models import Event, Meter, UsageRollup, UsageRollupDelta
 
 # PostgreSQL's reading of `values.numeric_value` for a string.
 _PG_DECIMAL_STRING_RE = r"^-?[0-9]{1,40}(\.[0-9]{1,40})?$"
@@ -640,6 +640,84 @@ _PG_ADD_ROLLUPS = sa.text(
 )
 
 
+# PostgreSQL: what a batch adds, appended as rows of their own (see
+# `UsageRollupDelta`): no row of another transaction is locked or waited for.
+_PG_ADD_ROLLUP_DELTAS = sa.text(
+    """
+    INSERT INTO usage_rollup_deltas (organization_id, meter_id, customer_id, hour, group_values,
+                                     event_count, value_sum, value_min, value_max)
+    SELECT :organization_id, u.row->>0, u.row->>1, CAST(u.row->>2 AS timestamptz), u.row->>3,
+           CAST(u.row->>4 AS bigint), CAST(u.row->>5 AS numeric), CAST(u.row->>6 AS numeric),
+           CAST(u.row->>7 AS numeric)
+    FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS u(row)
+    """
+)
+
+# PostgreSQL: the oldest committed deltas (up to :limit) added to the rollups
+# and deleted, in one statement, so that a reader sees each delta in exactly
+# one of the two tables. SKIP LOCKED: concurrent compactions take disjoint
+# rows. The sums go in key order, as `_PG_ADD_ROLLUPS` adds, so two
+# transactions adding to the same rows lock them in the same order.
+_PG_COMPACT_ROLLUP_DELTAS = sa.text(
+    """
+    WITH moved AS (
+        DELETE FROM usage_rollup_deltas
+        WHERE id IN (
+            SELECT id FROM usage_rollup_deltas ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED
+        )
+        RETURNING organization_id, meter_id, customer_id, hour, group_values,
+                  event_count, value_sum, value_min, value_max
+    ), added AS (
+        INSERT INTO usage_rollups AS r (organization_id, meter_id, customer_id, hour,
+                                        group_values, event_count, value_sum, value_min,
+                                        value_max)
+        SELECT organization_id, meter_id, customer_id, hour, group_values, sum(event_count),
+               sum(value_sum), min(value_min), max(value_max)
+        FROM moved
+        GROUP BY organization_id, meter_id, customer_id, hour, group_values
+        ORDER BY organization_id, meter_id, customer_id, hour, group_values
+        ON CONFLICT (organization_id, meter_id, customer_id, hour, group_values) DO UPDATE SET
+            event_count = r.event_count + excluded.event_count,
+            value_sum = r.value_sum + excluded.value_sum,
+            value_min = LEAST(r.value_min, excluded.value_min),
+            value_max = GREATEST(r.value_max, excluded.value_max)
+    )
+    SELECT count(*) FROM moved
+    """
+)
+
+
+async def compact_rollup_deltas(session: AsyncSession, limit: int) -> int:
+    """Move up to `limit` of the oldest rollup deltas, of every organization,
+    into the rollups; how many moved. Nothing to do on SQLite."""
+    if dialect_of(session) != "postgresql":
+        return 0
+    moved = await session.scalar(_PG_COMPACT_ROLLUP_DELTAS, {"limit": limit})
+    return int(moved or 0)
+
+
+def _pg_rollup_rows(rollups: dict[RollupKey, Rollup]) -> str:
+    """Rollups as the JSON array of rows the PostgreSQL statements read, in
+    key order; numbers as JSON strings (exact)."""
+    return json.dumps(
+        [
+            [
+                meter_id,
+                customer_id,
+                hour.isoformat(),
+                group,
+                rollup.event_count,
+                values.decimal_text(rollup.value_sum),
+                None if rollup.value_min is None else values.decimal_text(rollup.value_min),
+                None if rollup.value_max is None else values.decimal_text(rollup.value_max),
+            ]
+            for (meter_id, customer_id, hour, group), rollup in sorted(
+                rollups.items(), key=lambda item: item[0]
+            )
+        ]
+    )
+
+
 class RollupRepository:
     """Usage rollups of one organization."""
 
@@ -674,30 +752,30 @@ class RollupRepository:
         """Add these figures to the stored rows, creating the missing ones."""
         if not rollups:
             return
-        ordered = sorted(rollups.items(), key=lambda item: item[0])
         if self.postgresql:
-            rows = [
-                [
-                    meter_id,
-                    customer_id,
-                    hour.isoformat(),
-                    group,
-                    rollup.event_count,
-                    values.decimal_text(rollup.value_sum),
-                    None if rollup.value_min is None else values.decimal_text(rollup.value_min),
-                    None if rollup.value_max is None else values.decimal_text(rollup.value_max),
-                ]
-                for (meter_id, customer_id, hour, group), rollup in ordered
-            ]
             await self.session.execute(
                 _PG_ADD_ROLLUPS,
-                {"organization_id": self.organization_id, "rows": json.dumps(rows)},
+                {"organization_id": self.organization_id, "rows": _pg_rollup_rows(rollups)},
             )
             return
         # SQLite has no exact decimal to add in SQL; it also runs one writer
         # at a time (BEGIN IMMEDIATE), so read, add in Python, write back.
+        ordered = sorted(rollups.items(), key=lambda item: item[0])
         for chunk in _chunks(ordered, limits.events_lookup_ids_per_query_max // 4):
             await self._sqlite_add(dict(chunk))
+
+    async def add_ingested(self, rollups: dict[RollupKey, Rollup]) -> None:
+        """Add what an ingest transaction's events contribute: on PostgreSQL
+        as deltas (see `UsageRollupDelta`), on SQLite straight to the rows."""
+        if not rollups:
+            return
+        if not self.postgresql:
+            await self.add(rollups)
+            return
+        await self.session.execute(
+            _PG_ADD_ROLLUP_DELTAS,
+            {"organization_id": self.organization_id, "rows": _pg_rollup_rows(rollups)},
+        )
 
     async def _sqlite_add(self, rollups: dict[RollupKey, Rollup]) -> None:
         table = UsageRollup.__table__
@@ -855,41 +933,54 @@ class RollupRepository:
     ) -> list[UsageCell]:
         """One cell per (bucket, group) of the rolled-up hours in [start, end),
         grouped by the meter's group_by keys at `positions`."""
-        table = UsageRollup.__table__
-        conditions = [
-            table.c.organization_id == self.organization_id,
-            table.c.meter_id == meter.id,
-            table.c.hour >= start,
-            table.c.hour < end,
-        ]
-        if customer_id is not None:
-            conditions.append(table.c.customer_id == customer_id)
+        table = cast(sa.Table, UsageRollup.__table__)
+
+        def within(rows: sa.Table) -> list[sa.ColumnElement[bool]]:
+            conditions = [
+                rows.c.organization_id == self.organization_id,
+                rows.c.meter_id == meter.id,
+                rows.c.hour >= start,
+                rows.c.hour < end,
+            ]
+            if customer_id is not None:
+                conditions.append(rows.c.customer_id == customer_id)
+            return conditions
+
         aggregation = meter.aggregation
         if self.postgresql:
+            # The rollups and the deltas not yet moved into them, in one
+            # statement: one snapshot, so each delta counts exactly once.
+            columns = ("hour", "group_values", "event_count", "value_sum", "value_min", "value_max")
+            deltas = cast(sa.Table, UsageRollupDelta.__table__)
+            rolled = sa.union_all(
+                *(
+                    sa.select(*(rows.c[name] for name in columns)).where(*within(rows))
+                    for rows in (table, deltas)
+                )
+            ).subquery("rolled_up")
             bucket: sa.ColumnElement[Any] = (
                 sa.literal(0, sa.Integer())
                 if granularity is None
                 else sa.func.date_trunc(
-                    granularity, table.c.hour, "UTC", type_=sa.DateTime(timezone=True)
+                    granularity, rolled.c.hour, "UTC", type_=sa.DateTime(timezone=True)
                 )
             )
             groups = [
-                sa.cast(table.c.group_values, postgresql.JSONB())
+                sa.cast(rolled.c.group_values, postgresql.JSONB())
                 .op("->>", return_type=sa.Text())(sa.literal(position, sa.Integer()))
                 .label(f"g{i}")
                 for i, position in enumerate(positions)
             ]
             value = {
-                "count": sa.func.sum(table.c.event_count),
-                "sum": sa.func.sum(table.c.value_sum),
-                "min": sa.func.min(table.c.value_min),
-                "max": sa.func.max(table.c.value_max),
+                "count": sa.func.sum(rolled.c.event_count),
+                "sum": sa.func.sum(rolled.c.value_sum),
+                "min": sa.func.min(rolled.c.value_min),
+                "max": sa.func.max(rolled.c.value_max),
             }[aggregation]
             keys = [bucket.label("bucket"), *groups]
             rows = (
                 await self.session.execute(
                     sa.select(*keys, value)
-                    .where(*conditions)
                     .group_by(*(key for key in keys))
                     .limit(limits.usage_rows_max + 1)
                 )
@@ -915,7 +1006,7 @@ class RollupRepository:
                 table.c.value_sum,
                 table.c.value_min,
                 table.c.value_max,
-            ).where(*conditions)
+            ).where(*within(table))
         )
         async for partition in result.partitions(5000):
             for hour, group_values, *figures in partition:

@@ -2,9 +2,14 @@
 
 For each meter that counts, sums, or takes a min or max, `usage_rollups`
 holds per (customer, UTC hour, group values) the number of matching events
-and the sum, min and max of their numbers. The rows are written in the
-transaction that accepts the events (late events land in their own past
-hour the same way), so they are never behind the events.
+and the sum, min and max of their numbers. What a batch of
+events adds is written in the transaction that accepts them (late events
+land in their own past hour the same way), so the rollups are never behind
+the events. On PostgreSQL it is appended to `usage_rollup_deltas` rather
+than added to the rows: concurrent ingests of the same customer and hour
+would otherwise wait for each other's row locks until they commit. Usage
+queries read both tables in one statement; the worker moves the deltas into
+the rollups (`compact`), each in exactly one of the two at any snapshot.
 
 A usage query reads whole hours from the rollups and the partial hours at
 either edge of its range from the events themselves, then combines the two:
@@ -33,7 +38,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billfold import limits
 from billfold.metering import values
@@ -46,6 +51,7 @@ from billfold.metering.repository import (
     UsageCell,
     UsageQuery,
     UsageRepository,
+    compact_rollup_deltas,
 )
 
 ROLLED_UP = frozenset({"count", "sum", "min", "max"})
@@ -137,7 +143,16 @@ async def write(
     repository = RollupRepository(session, organization_id)
     current = await repository.meters_after_insert(meters, {event[1] for event in events})
     if current:
-        await repository.add(rollups_of(current, events))
+        await repository.add_ingested(rollups_of(current, events))
+
+
+async def compact(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """Move a batch of rollup deltas into the rollups, in a transaction of
+    its own; how many moved (a full batch: call again)."""
+    async with sessions() as session:
+        moved = await compact_rollup_deltas(session, limits.rollup_deltas_per_compaction_max)
+        await session.commit()
+    return moved
 
 
 async def build(session: AsyncSession, meter: Meter) -> None:
