@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -240,6 +241,24 @@ def test_unknown_and_revoked_keys_are_refused(gate: Gate) -> None:
         gate.anthropic().messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=HI)
     assert gate.upstream.count() == 0
     assert holds(gate.database_url) == []
+
+
+@pytest.mark.parametrize("lookup_ttl_s", [0.0, 0.5])
+def test_a_revoked_key_is_refused_once_its_lookup_expires(
+    database_url: str, lookup_ttl_s: float
+) -> None:
+    """A key's customer, once read, serves its calls for `lookup_ttl_s`
+    (0: never kept): its revocation reaches the gateway that much later."""
+    with fake_upstream() as upstream:
+        config = dataclasses.replace(_config(upstream), lookup_ttl_s=lookup_ttl_s)
+        with _gate(database_url, upstream, config) as gate:
+            gate.openai().chat.completions.create(model="gpt-4o", messages=HI)
+            gate.billfold.customers.gateway_keys.revoke("ext:acme", gate.key_id)
+            time.sleep(lookup_ttl_s)
+            with pytest.raises(openai.AuthenticationError):
+                gate.openai().chat.completions.create(model="gpt-4o", messages=HI)
+            assert gate.upstream.count() == 1
+            assert [row[0] for row in gate.settled(1)] == ["captured"]
 
 
 def test_a_provider_error_is_passed_on_and_releases_the_hold(gate: Gate) -> None:

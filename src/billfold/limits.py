@@ -44,6 +44,14 @@ gateway_settler_stop_s = 60.0
 # to 60 s draining a stream its client left). Past it, the holder is taken
 # for dead and a repeat runs the call.
 gateway_call_lease_s = 660.0
+# How long a gateway process reuses what it read to authenticate a key and to
+# estimate a call (the key's customer, that customer's real-time prices, the
+# LLM price book, the cost policy): each costs a query per call otherwise,
+# the larger part of the gateway's own latency. A revoked key, a new
+# subscription or a new price reaches the gateway's holds this much later;
+# what a call is charged is always rated afresh. `--lookup-ttl 0` turns it off.
+gateway_lookup_ttl_s = 1.0
+gateway_lookups_cached_max = 10_000
 
 # Webhooks
 webhook_endpoints_per_organization_max = 20

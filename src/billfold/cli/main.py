@@ -101,6 +101,14 @@ def gateway(
     on_provider_error: Annotated[
         str, typer.Option(help="'release' the hold on a provider error, or 'charge_input'.")
     ] = "release",
+    lookup_ttl: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a key's customer and prices, once read, serve later calls "
+            "(0: read them for every call).",
+        ),
+    ] = limits.gateway_lookup_ttl_s,
 ) -> None:
     """Serve the OpenAI- and Anthropic-compatible gateway: every call held and settled."""
     from billfold.gateway.billing import settle_in_own_process
@@ -118,6 +126,7 @@ def gateway(
     os.environ["BILLFOLD_GATEWAY_UPSTREAM_ANTHROPIC"] = upstream_anthropic or ""
     os.environ["BILLFOLD_GATEWAY_HOLD_AMOUNT"] = hold_amount or ""
     os.environ["BILLFOLD_GATEWAY_ON_PROVIDER_ERROR"] = on_provider_error
+    os.environ["BILLFOLD_GATEWAY_LOOKUP_TTL_S"] = str(lookup_ttl)
     os.environ["BILLFOLD_GATEWAY_SETTLER_PROCESS"] = "1"
     # Ingesting the calls' usage events costs CPU that, in a server process,
     # would stall the calls in flight: one process of its own does it.

@@ -551,14 +551,16 @@ async def vendor_cost_of(
     llm: dict[str, Any],
     at: datetime | None = None,
     settings: CostPolicy | None = None,
+    book: PriceBook | None = None,
 ) -> VendorCost | Unpriced:
     """The vendor cost of `data.llm` in USD minor units, with the organization's
-    overrides, at `at` (default now, for an estimate); unpriced, under its
-    `settings` (read only then, when not given). Never raises for bad data."""
+    overrides (from `book` when it covers `at`), at `at` (default now, for an
+    estimate); unpriced, under its `settings` (read only then, when not
+    given). Never raises for bad data."""
     at = at or datetime.now(UTC)
     try:
         call = parse_llm(llm)
-        priced = await price_call(session, organization_id, call, at)
+        priced = await price_call(session, organization_id, call, at, book)
     except (InvalidRequest, llmcost.LlmCostError) as exc:
         settings = settings or await cost_policy(session, organization_id)
         reason = "unknown_model" if isinstance(exc, llmcost.UnknownModel) else "invalid_usage"

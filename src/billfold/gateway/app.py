@@ -57,6 +57,9 @@ class GatewayConfig:
     asset: str = "USD"
     hold_ttl_s: int = 900
     on_provider_error: str = "release"
+    #: How long a key's customer and that customer's prices, once read, serve
+    #: later calls (0: read them for every call).
+    lookup_ttl_s: float = limits.gateway_lookup_ttl_s
     #: A settler process (`billfold gateway` starts one) ingests the queued
     #: usage events; this process leaves them to it (see `Settler`).
     settler_process: bool = False
@@ -172,6 +175,7 @@ class Gateway:
             asset=config.asset,
             ttl_s=config.hold_ttl_s,
             settler_process=config.settler_process,
+            lookup_ttl_s=config.lookup_ttl_s,
         )
         self.http = httpx.AsyncClient(
             timeout=UPSTREAM_TIMEOUT,

@@ -3,7 +3,8 @@
 `billfold gateway` passes its options to each server process through these
 environment variables: `BILLFOLD_GATEWAY_UPSTREAM_OPENAI`,
 `BILLFOLD_GATEWAY_UPSTREAM_ANTHROPIC`, `BILLFOLD_GATEWAY_HOLD_AMOUNT`,
-`BILLFOLD_GATEWAY_ON_PROVIDER_ERROR`, `BILLFOLD_GATEWAY_SETTLER_PROCESS`
+`BILLFOLD_GATEWAY_ON_PROVIDER_ERROR`, `BILLFOLD_GATEWAY_LOOKUP_TTL_S`,
+`BILLFOLD_GATEWAY_SETTLER_PROCESS`
 (`1`: the command runs the settler process); provider keys come from
 `OPENAI_API_KEY` and `ANTHROPIC_API_KEY`.
 """
@@ -14,6 +15,7 @@ import os
 
 from starlette.applications import Starlette
 
+from billfold import limits
 from billfold.api.context import AppContext
 from billfold.config import Settings
 from billfold.gateway.app import GatewayConfig, Upstream, create_gateway_app
@@ -32,6 +34,9 @@ def config_from_env() -> GatewayConfig:
         hold_amount=os.environ.get("BILLFOLD_GATEWAY_HOLD_AMOUNT") or None,
         on_provider_error=os.environ.get("BILLFOLD_GATEWAY_ON_PROVIDER_ERROR", "release"),
         settler_process=os.environ.get("BILLFOLD_GATEWAY_SETTLER_PROCESS") == "1",
+        lookup_ttl_s=float(
+            os.environ.get("BILLFOLD_GATEWAY_LOOKUP_TTL_S") or limits.gateway_lookup_ttl_s
+        ),
     )
 
 

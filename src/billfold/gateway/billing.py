@@ -26,6 +26,7 @@ from billfold.authorizations.repository import AuthorizationRepository
 from billfold.authorizations.service import AuthorizeRequest, IdempotencyRef, ResolveRequest
 from billfold.config import Settings
 from billfold.errors import Conflict, InvalidRequest
+from billfold.expiring import ExpiringCache
 from billfold.gateway import service as gateway_keys
 from billfold.gateway.models import GatewayKey
 from billfold.gateway.repository import SettlementRepository
@@ -46,8 +47,8 @@ from billfold.llm._usage import Tracker
 from billfold.metering import service as metering
 from billfold.metering import values
 from billfold.observability import configure_logging
-from billfold.organizations.service import Principal
-from billfold.realtime.service import estimate_event
+from billfold.organizations.service import Principal, hash_key
+from billfold.realtime.service import Pricing, estimate_event
 
 logger = logging.getLogger("billfold.gateway")
 
@@ -93,8 +94,17 @@ class LocalBilling:
         asset: str,
         ttl_s: int,
         settler_process: bool = False,
+        lookup_ttl_s: float = limits.gateway_lookup_ttl_s,
     ) -> None:
         self.ctx = ctx
+        # Read per call otherwise: the larger part of the gateway's latency.
+        self.lookup_ttl_s = lookup_ttl_s
+        self._callers: ExpiringCache[str, Caller] = ExpiringCache(
+            lookup_ttl_s, limits.gateway_lookups_cached_max
+        )
+        self._pricing: ExpiringCache[tuple[str, str], Pricing] = ExpiringCache(
+            lookup_ttl_s, limits.gateway_lookups_cached_max
+        )
         self.settler = Settler(
             ctx, own_queue=not settler_process, poll_s=limits.gateway_settlement_poll_s
         )
@@ -113,10 +123,20 @@ class LocalBilling:
         )
 
     async def authenticate(self, session: AsyncSession, secret: str | None) -> Caller | None:
+        """The caller of an active key. A key revoked less than
+        `lookup_ttl_s` ago may still pass: the cost of not reading it per call.
+        Unknown keys are never cached (anyone can send a new one)."""
+        digest = None if secret is None else hash_key(secret)
+        cached = None if digest is None else self._callers.get(digest)
+        if cached is not None:
+            return cached
         key: GatewayKey | None = await gateway_keys.authenticate(session, secret)
         if key is None:
             return None
-        return Caller(key.organization_id, key.customer_id, key.id)
+        caller = Caller(key.organization_id, key.customer_id, key.id)
+        assert digest is not None
+        self._callers.put(digest, caller)
+        return caller
 
     async def claim_call(
         self, session: AsyncSession, caller: Caller, logical_key: str, path: str, body: bytes
@@ -223,14 +243,15 @@ class LocalBilling:
         """The same rating of the worst-case event `POST /v1/authorizations`
         does for an `estimate`."""
         data = values.sanitize(estimate["data"], "estimate.data")
-        rated = await estimate_event(
-            session,
-            caller.organization_id,
-            caller.customer_id,
-            estimate["event_type"],
-            data,
-            self.ctx.clock.now(),
-        )
+        now = self.ctx.clock.now()
+        whose = (caller.organization_id, caller.customer_id)
+        pricing = self._pricing.get(whose)
+        if pricing is None or not pricing.covers(now):
+            pricing = await Pricing.load(
+                session, *whose, now, now + timedelta(seconds=self.lookup_ttl_s)
+            )
+            self._pricing.put(whose, pricing)
+        rated = await estimate_event(session, *whose, estimate["event_type"], data, now, pricing)
         if rated.unpriced is not None and rated.unpriced.policy == "block":
             # As `POST /v1/authorizations` answers: an unknown model is never free.
             raise AuthorizationDeclined(rated.unpriced.reason, None, {"status": "declined"})

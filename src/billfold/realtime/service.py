@@ -43,7 +43,14 @@ from billfold.authorizations.models import Authorization
 from billfold.authorizations.repository import AuthorizationRepository
 from billfold.catalog.definitions import usage_price
 from billfold.clock import Clock
-from billfold.costs.service import Unpriced, cost_policy, marked_up_minor, vendor_cost_of
+from billfold.costs.service import (
+    CostPolicy,
+    PriceBook,
+    Unpriced,
+    cost_policy,
+    marked_up_minor,
+    vendor_cost_of,
+)
 from billfold.errors import BillfoldError
 from billfold.frozen import FrozenCache
 from billfold.ids import new_id
@@ -173,11 +180,18 @@ class Catalog:
     def prices_for(
         self, customer_id: str, event_type: str, data: Mapping[str, Any], at: datetime
     ) -> list[RealtimePrice]:
-        return [
-            target
-            for target in self.by_customer.get(customer_id, [])
-            if _covers(target.subscription, at) and counts(target.meter, event_type, data)
-        ]
+        return _counting(self.by_customer.get(customer_id, []), event_type, data, at)
+
+
+def _counting(
+    prices: Sequence[RealtimePrice], event_type: str, data: Mapping[str, Any], at: datetime
+) -> list[RealtimePrice]:
+    """The prices that bill this event."""
+    return [
+        target
+        for target in prices
+        if _covers(target.subscription, at) and counts(target.meter, event_type, data)
+    ]
 
 
 def _covers(subscription: Subscription, at: datetime) -> bool:
@@ -248,10 +262,18 @@ class DefaultFee:
 
 
 async def default_llm_fee(
-    session: AsyncSession, organization_id: str, llm: dict[str, Any], at: datetime
+    session: AsyncSession,
+    organization_id: str,
+    llm: dict[str, Any],
+    at: datetime,
+    pricing: Pricing | None = None,
 ) -> DefaultFee | Unpriced:
-    policy = await cost_policy(session, organization_id)
-    cost = await vendor_cost_of(session, organization_id, llm, at, policy)
+    if pricing is None:
+        policy = await cost_policy(session, organization_id)
+        book = None
+    else:
+        policy, book = pricing.policy, pricing.book
+    cost = await vendor_cost_of(session, organization_id, llm, at, policy, book)
     if isinstance(cost, Unpriced):
         return cost
     asset = await get_asset(session, organization_id, cost.asset)
@@ -542,6 +564,41 @@ class Estimate:
     unpriced: Unpriced | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """What estimating a customer's events reads besides the running totals,
+    as read once for every instant up to `through`: the customer's real-time
+    prices, the LLM price book and the cost policy. The gateway keeps one per
+    customer for a second (`limits.gateway_lookup_ttl_s`) instead of reading
+    them for every call."""
+
+    prices: tuple[RealtimePrice, ...]
+    book: PriceBook
+    policy: CostPolicy
+    through: datetime
+
+    def covers(self, at: datetime) -> bool:
+        return at <= self.through
+
+    @classmethod
+    async def load(
+        cls,
+        session: AsyncSession,
+        organization_id: str,
+        customer_id: str,
+        at: datetime,
+        through: datetime,
+    ) -> Pricing:
+        catalog = Catalog(session, organization_id)
+        await catalog.load({customer_id}, at, through)
+        return cls(
+            tuple(catalog.by_customer.get(customer_id, ())),
+            await PriceBook.load(session, organization_id, through),
+            await cost_policy(session, organization_id),
+            through,
+        )
+
+
 async def estimate_event(
     session: AsyncSession,
     organization_id: str,
@@ -549,15 +606,25 @@ async def estimate_event(
     event_type: str,
     data: Mapping[str, Any],
     at: datetime,
+    pricing: Pricing | None = None,
 ) -> Estimate:
     """Rate a hypothetical event as if it arrived now, against the running
     totals as they stand (read, not locked: an estimate holds money, it does
-    not move totals). Fees rating cannot compute count as nothing."""
-    catalog = Catalog(session, organization_id)
-    await catalog.load({customer_id}, at, at)
-    targets = catalog.prices_for(customer_id, event_type, data, at)
+    not move totals). Fees rating cannot compute count as nothing. Reads the
+    prices unless given `pricing` that covers `at`."""
+    if pricing is not None and not pricing.covers(at):
+        pricing = None
+    if pricing is None:
+        catalog = Catalog(session, organization_id)
+        await catalog.load({customer_id}, at, at)
+        prices: Sequence[RealtimePrice] = catalog.by_customer.get(customer_id, [])
+    else:
+        prices = pricing.prices
+    targets = _counting(prices, event_type, data, at)
     fees = plan_fees(targets, data, at)
-    totals = await catalog.repository.read_totals({fee.key for fee in fees})
+    totals = await RealtimeRepository(session, organization_id).read_totals(
+        {fee.key for fee in fees}
+    )
     out: dict[str, tuple[AssetInfo, int]] = {}
     for target in targets:
         out.setdefault(target.asset.code, (target.asset, 0))
@@ -572,9 +639,16 @@ async def estimate_event(
         return Estimate(out, bool(targets))
     if targets:
         # Priced by the product; only an unknown model matters (never free).
-        cost = await vendor_cost_of(session, organization_id, llm, at)
+        cost = await vendor_cost_of(
+            session,
+            organization_id,
+            llm,
+            at,
+            None if pricing is None else pricing.policy,
+            None if pricing is None else pricing.book,
+        )
         return Estimate(out, True, cost if isinstance(cost, Unpriced) else None)
-    default = await default_llm_fee(session, organization_id, llm, at)
+    default = await default_llm_fee(session, organization_id, llm, at, pricing)
     if isinstance(default, Unpriced):
         if default.policy == "record":
             # Recorded, not blocked: the call goes ahead with nothing held.
