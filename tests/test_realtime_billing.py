@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -537,6 +538,31 @@ class TestDefaultLlmPrice:
         settled = (await client.get(f"/v1/authorizations/{hold.json()['id']}")).json()
         assert (settled["captured_amount"], settled["released_amount"]) == ("0.0075", "0.035")
         assert (await balance(client, wallet))["available"] == "0.9925"
+
+    async def test_a_batch_reads_the_price_book_once_for_all_its_calls(
+        self, client, wallet, ctx: AppContext, clock
+    ):
+        await wallet.grant("100.00")
+        statements: list[str] = []
+
+        def record(*args: Any) -> None:
+            statements.append(str(args[2]))
+
+        async def ingested(count: int, first: int) -> int:
+            statements.clear()
+            results = await send(client, *[llm_event(clock, first + i) for i in range(count)])
+            assert [r["fees"][0]["amount"] for r in results] == ["0.0075"] * count
+            return len(statements)
+
+        sa.event.listen(ctx.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            await ingested(1, 0)  # the first also stores the vendor
+            one = await ingested(1, 1)
+            many = await ingested(50, 2)
+        finally:
+            sa.event.remove(ctx.engine.sync_engine, "before_cursor_execute", record)
+        assert many == one, statements
+        assert (await balance(client, wallet))["available"] == "99.61"  # 100 − 52 × 0.0075
 
 
 class TestIssueFourJourney:

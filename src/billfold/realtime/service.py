@@ -266,13 +266,11 @@ async def default_llm_fee(
     organization_id: str,
     llm: dict[str, Any],
     at: datetime,
-    pricing: Pricing | None = None,
+    policy: CostPolicy | None = None,
+    book: PriceBook | None = None,
 ) -> DefaultFee | Unpriced:
-    if pricing is None:
-        policy = await cost_policy(session, organization_id)
-        book = None
-    else:
-        policy, book = pricing.policy, pricing.book
+    """Read `policy` and the prices (unless `book` covers `at`) when not given."""
+    policy = policy or await cost_policy(session, organization_id)
     cost = await vendor_cost_of(session, organization_id, llm, at, policy, book)
     if isinstance(cost, Unpriced):
         return cost
@@ -311,13 +309,24 @@ async def bill_events(
     named = await holds.get_many(sorted({e.authorization_id for e in events if e.authorization_id}))
     by_customer: dict[str, list[_Billed]] = defaultdict(list)
     periods: dict[str, tuple[datetime, datetime]] = {}
+    # Read once for the request's default-priced calls, not three rows each.
+    llm_prices: tuple[CostPolicy, PriceBook] | None = None
     for event in events:
         targets = catalog.prices_for(event.customer_id, event.type, event.data, event.timestamp)
         fees = plan_fees(targets, event.data, event.timestamp, periods) if targets else []
         item = _Billed(event, fees)
         llm = event.data.get("llm")
         if not targets and isinstance(llm, dict):
-            default = await default_llm_fee(session, organization_id, llm, event.timestamp)
+            if llm_prices is None:
+                llm_prices = (
+                    await cost_policy(session, organization_id),
+                    await PriceBook.load(
+                        session, organization_id, max(e.timestamp for e in events)
+                    ),
+                )
+            default = await default_llm_fee(
+                session, organization_id, llm, event.timestamp, *llm_prices
+            )
             # Unpriced (an unknown model): the cost is flagged by the costs
             # module; the event is never billed as if it were free of cost.
             item.default = default if isinstance(default, DefaultFee) else None
@@ -648,7 +657,14 @@ async def estimate_event(
             None if pricing is None else pricing.book,
         )
         return Estimate(out, True, cost if isinstance(cost, Unpriced) else None)
-    default = await default_llm_fee(session, organization_id, llm, at, pricing)
+    default = await default_llm_fee(
+        session,
+        organization_id,
+        llm,
+        at,
+        None if pricing is None else pricing.policy,
+        None if pricing is None else pricing.book,
+    )
     if isinstance(default, Unpriced):
         if default.policy == "record":
             # Recorded, not blocked: the call goes ahead with nothing held.
