@@ -1,6 +1,6 @@
 """What latency does the gateway add to a model call? Measured in one run.
 
-    .venv/bin/python bench/gateway_latency.py [--requests 500] [--warmup 50]
+    .venv/bin/python bench/gateway_latency.py [--requests 500] [--warmup 50] [--lookup-ttl S]
 
 Creates a scratch PostgreSQL database (dropped at the end), starts the fake
 provider of the tests (tests/llm_support.py) in its own process, `billfold
@@ -18,6 +18,11 @@ the gateway's overhead (gateway minus direct) at p50 and p99, beside the
 latency of the hold alone (`POST /v1/authorizations` with the same estimate,
 straight to `billfold serve`): no gateway can answer sooner than its hold.
 Goal (issue 7): p50 overhead ≤ 5 ms.
+
+The gateway keeps a key's customer and that customer's prices for
+`--lookup-ttl` seconds (its default, `limits.gateway_lookup_ttl_s`): these
+sequential calls of one key find them kept. `--lookup-ttl 0` measures every
+call reading them, as the first call of a key in a second does.
 """
 
 from __future__ import annotations
@@ -150,6 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--lookup-ttl", type=float, default=None)
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
@@ -184,6 +190,8 @@ def main() -> None:
             "--upstream-openai",
             upstream_url,
         ]
+        if args.lookup_ttl is not None:
+            gateway += ["--lookup-ttl", str(args.lookup_ttl)]
         with process(
             gateway, server_env(database_url, OPENAI_API_KEY="sk-bench"), gateway_url + "/healthz"
         ):
@@ -213,9 +221,10 @@ def main() -> None:
                         args.warmup,
                     )
                 )
+    kept = "the default" if args.lookup_ttl is None else f"{args.lookup_ttl} s"
     print(
         f"{args.requests} sequential requests per mode after {args.warmup} warm-up; "
-        "ms until the last byte"
+        f"ms until the last byte; lookups kept for {kept}"
     )
     print(f"{'mode':<26}{'p50':>9}{'p99':>9}{'mean':>9}")
     for name, values in results.items():
