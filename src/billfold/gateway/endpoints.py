@@ -51,7 +51,9 @@ async def revoke_gateway_key(
     principal: CurrentPrincipal,
     clock: CurrentClock,
 ) -> GatewayKeyOut:
-    """Revoke at once: the gateway answers 401 to the key from now on."""
+    """Revoke: the gateway answers 401 to the key from now on, or, where a
+    gateway process has just used it, once that process's `--lookup-ttl`
+    (default 1 s) has passed."""
     return GatewayKeyOut.model_validate(
         await service.revoke(session, clock, principal, customer_id, gateway_key_id)
     )
