@@ -12,7 +12,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from billfold.authorizations.models import Authorization, AuthorizationSplit
 from billfold.db.bulk import insert_rows, pg_insert
 from billfold.db.engine import dialect_of
-from billfold.db.pipeline import run_together
+from billfold.db.pipeline import Statement, run_together
 from billfold.ledger.book import require
 from billfold.wallets.state import Split
 
@@ -109,21 +109,25 @@ class AuthorizationRepository:
         return value
 
     async def insert(self, rows: list[dict[str, Any]], splits: list[dict[str, Any]]) -> None:
-        holds = cast(sa.Table, Authorization.__table__)
-        taken = cast(sa.Table, AuthorizationSplit.__table__)
         if dialect_of(self.session) != "postgresql":
-            await insert_rows(self.session, holds, rows)
-            await insert_rows(self.session, taken, splits)
+            await insert_rows(self.session, cast(sa.Table, Authorization.__table__), rows)
+            await insert_rows(self.session, cast(sa.Table, AuthorizationSplit.__table__), splits)
             return
         # One round trip for both (see billfold.db.pipeline).
-        await run_together(
-            self.session,
-            [
-                pg_insert(table, values)
-                for table, values in ((holds, rows), (taken, splits))
-                if values
-            ],
-        )
+        await run_together(self.session, self.pg_inserts(rows, splits))
+
+    def pg_inserts(
+        self, rows: list[dict[str, Any]], splits: list[dict[str, Any]]
+    ) -> list[Statement]:
+        """PostgreSQL: `insert` as statements, for a caller to send with others."""
+        return [
+            pg_insert(table, values)
+            for table, values in (
+                (cast(sa.Table, Authorization.__table__), rows),
+                (cast(sa.Table, AuthorizationSplit.__table__), splits),
+            )
+            if values
+        ]
 
     def stage_resolve(
         self,

@@ -45,6 +45,7 @@ from billfold.authorizations.service import (
 )
 from billfold.clock import Clock
 from billfold.customers.service import resolve_customer_ids
+from billfold.db.engine import dialect_of
 from billfold.errors import BillfoldError, Conflict, NotFound
 from billfold.idempotency import service as idempotency
 from billfold.wallets.service import OpenWallet, close_wallets, open_wallets
@@ -177,22 +178,30 @@ class WalletWriter:
                         now,
                     )
 
-            await close_wallets(session, self.clock, list(wallets.values()))
-            await holds.insert(
-                [_row_values(row) for row in new_rows],
-                [
-                    {
-                        "authorization_id": authorization_id,
-                        "seq": seq,
-                        "organization_id": organization_id,
-                        "account_id": split.account_id,
-                        "grant_id": split.grant_id,
-                        "amount_minor": split.amount_minor,
-                    }
-                    for authorization_id, taken in new_splits
-                    for seq, split in enumerate(taken)
-                ],
-            )
+            hold_rows = [_row_values(row) for row in new_rows]
+            split_rows = [
+                {
+                    "authorization_id": authorization_id,
+                    "seq": seq,
+                    "organization_id": organization_id,
+                    "account_id": split.account_id,
+                    "grant_id": split.grant_id,
+                    "amount_minor": split.amount_minor,
+                }
+                for authorization_id, taken in new_splits
+                for seq, split in enumerate(taken)
+            ]
+            if dialect_of(session) == "postgresql":
+                # The new holds go with the ledger's writes: one round trip.
+                await close_wallets(
+                    session,
+                    self.clock,
+                    list(wallets.values()),
+                    then=holds.pg_inserts(hold_rows, split_rows),
+                )
+            else:
+                await close_wallets(session, self.clock, list(wallets.values()))
+                await holds.insert(hold_rows, split_rows)
             completed: list[tuple[str, idempotency.StoredResponse]] = []
             for key_text, index in first_with_key.items():
                 result = answers[index]

@@ -23,13 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.db.engine import dialect_of
 
-Text = sa.TextClause | sa.TextualSelect
+Text = sa.TextClause | sa.TextualSelect | sa.Select[Any]
 _compiled: dict[Text, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """A textual statement (named `:parameters`, bound as given) and its values."""
+    """A statement (textual, or a Core select of columns, with named
+    parameters bound as given) and its values."""
 
     text: Text
     params: Mapping[str, Any]

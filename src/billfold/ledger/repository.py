@@ -161,16 +161,25 @@ class LedgerRepository:
             .values(floor_minor=floor_minor)
         )
 
-    async def write(self, entries: Sequence[Entry], changed: Sequence[AccountState]) -> None:
+    async def write(
+        self,
+        entries: Sequence[Entry],
+        changed: Sequence[AccountState],
+        then: Sequence[Statement] = (),
+    ) -> None:
         """Insert the entries, then their postings, in the order given
         (postings take their serial ids in that order), and move the counters,
         guarded in the database too. On PostgreSQL all of it in one round trip:
         every counter move of the batch in one UPDATE … FROM, with the same
-        floor guard as `_apply_delta` on each row that lowers its account."""
+        floor guard as `_apply_delta` on each row that lowers its account;
+        and the caller's own statements `then` (PostgreSQL's only), after."""
         if not entries:
+            if then:
+                await run_together(self.session, then)
             return
         entry_rows, posting_rows = _entry_rows(entries), _posting_rows(entries)
         if dialect_of(self.session) != "postgresql":
+            assert not then, "`then` holds PostgreSQL statements"
             await insert_rows(self.session, cast(sa.Table, JournalEntry.__table__), entry_rows)
             await insert_rows(self.session, cast(sa.Table, Posting.__table__), posting_rows)
             for account in changed:
@@ -187,9 +196,9 @@ class LedgerRepository:
                     _PG_APPLY_DELTAS, {"organization_id": self.organization_id, "deltas": deltas}
                 )
             )
-        answers = await run_together(self.session, statements)
+        answers = await run_together(self.session, [*statements, *then])
         if changed:
-            self._check_moved(changed, {row[0] for row in answers[-1]})
+            self._check_moved(changed, {row[0] for row in answers[len(statements) - 1]})
 
     def _check_moved(self, changed: Sequence[AccountState], moved: set[str]) -> None:
         for account in changed:

@@ -2,16 +2,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import Select
 
 from billfold.db.arrays import text_array
 from billfold.db.engine import dialect_of, upsert_insert
+from billfold.db.pipeline import Statement, run_together
+from billfold.ledger.book import AccountState
 from billfold.ledger.models import LedgerAccount
+from billfold.ledger.repository import state_of
 from billfold.wallets.models import Adjustment, Grant, Wallet
+from billfold.wallets.state import GrantState
 
 
 def main_account_id(organization_id: str, customer_id: str, asset_code: str) -> str:
@@ -36,50 +43,109 @@ def _live_grants() -> Select[Grant, LedgerAccount]:
 
 
 # PostgreSQL: the many-wallet reads, built once (see `text_array`) and run
-# with the organization and the distinct customers, assets or ids.
-def _pg_lock_wallets() -> Select[Wallet]:
+# with the organization and the distinct customers and assets, both in one
+# round trip (`billfold.db.pipeline`): their rows, not ORM objects.
+_WALLETS = cast(sa.Table, Wallet.__table__)
+_ACCOUNTS = cast(sa.Table, LedgerAccount.__table__)
+_GRANTS = cast(sa.Table, Grant.__table__)
+#: What a wallet's state needs of an account, and of a grant.
+_ACCOUNT_COLUMNS = (
+    "id",
+    "asset_code",
+    "floor_minor",
+    "debits_posted_minor",
+    "credits_posted_minor",
+    "debits_pending_minor",
+    "credits_pending_minor",
+)
+_GRANT_COLUMNS = ("id", "purpose", "priority", "effective_at", "expires_at", "created_at", "status")
+
+
+def _pg_lock_wallets() -> sa.Select[Any]:
     customers, assets = text_array("customers"), text_array("assets")
     return (
-        sa.select(Wallet)
-        .join(customers, customers.c.value == Wallet.customer_id)
-        .join(assets, assets.c.value == Wallet.asset_code)
-        .where(Wallet.organization_id == sa.bindparam("organization_id"))
-        .order_by(Wallet.customer_id, Wallet.asset_code)
-        .execution_options(populate_existing=True)
-        .with_for_update(of=Wallet)
+        sa.select(*_WALLETS.c)
+        .join(customers, customers.c.value == _WALLETS.c.customer_id)
+        .join(assets, assets.c.value == _WALLETS.c.asset_code)
+        .where(_WALLETS.c.organization_id == sa.bindparam("organization_id"))
+        .order_by(_WALLETS.c.customer_id, _WALLETS.c.asset_code)
+        .with_for_update(of=_WALLETS)
     )
 
 
-def _pg_wallet_contents() -> Select[str, str, LedgerAccount, LedgerAccount, Grant, LedgerAccount]:
+def _pg_wallet_contents() -> sa.Select[Any]:
     """Of wallets already locked: each one's main and debt accounts and its
     live grants with theirs, one row per live grant (one with no grant when
     it has none)."""
     customers, assets = text_array("customers"), text_array("assets")
-    main = sa.orm.aliased(LedgerAccount, name="main_account")
-    debt = sa.orm.aliased(LedgerAccount, name="debt_account")
-    held = sa.orm.aliased(LedgerAccount, name="grant_account")
+    main = _ACCOUNTS.alias("main_account")
+    debt = _ACCOUNTS.alias("debt_account")
+    held = _ACCOUNTS.alias("grant_account")
     return (
-        sa.select(Wallet.customer_id, Wallet.asset_code, main, debt, Grant, held)
-        .join(customers, customers.c.value == Wallet.customer_id)
-        .join(assets, assets.c.value == Wallet.asset_code)
-        .join(main, main.id == Wallet.main_account_id)
-        .outerjoin(debt, debt.id == Wallet.debt_account_id)
+        sa.select(
+            _WALLETS.c.customer_id,
+            _WALLETS.c.asset_code,
+            *(main.c[name] for name in _ACCOUNT_COLUMNS),
+            *(debt.c[name] for name in _ACCOUNT_COLUMNS),
+            *(_GRANTS.c[name] for name in _GRANT_COLUMNS),
+            *(held.c[name] for name in _ACCOUNT_COLUMNS),
+        )
+        .join(customers, customers.c.value == _WALLETS.c.customer_id)
+        .join(assets, assets.c.value == _WALLETS.c.asset_code)
+        .join(main, main.c.id == _WALLETS.c.main_account_id)
+        .outerjoin(debt, debt.c.id == _WALLETS.c.debt_account_id)
         .outerjoin(
-            sa.join(Grant, held, held.id == Grant.account_id),
+            sa.join(_GRANTS, held, held.c.id == _GRANTS.c.account_id),
             sa.and_(
-                Grant.organization_id == Wallet.organization_id,
-                Grant.customer_id == Wallet.customer_id,
-                Grant.asset_code == Wallet.asset_code,
-                _is_live(held),
+                _GRANTS.c.organization_id == _WALLETS.c.organization_id,
+                _GRANTS.c.customer_id == _WALLETS.c.customer_id,
+                _GRANTS.c.asset_code == _WALLETS.c.asset_code,
+                # As `_is_live`, with its constants in the text: the pipeline
+                # binds only the parameters it is given.
+                sa.or_(
+                    _GRANTS.c.status == sa.literal_column("'active'"),
+                    held.c.debits_pending_minor > sa.literal_column("0"),
+                ),
             ),
         )
-        .where(Wallet.organization_id == sa.bindparam("organization_id"))
-        .execution_options(populate_existing=True)
+        .where(_WALLETS.c.organization_id == sa.bindparam("organization_id"))
     )
 
 
 _PG_LOCK_WALLETS = _pg_lock_wallets()
 _PG_WALLET_CONTENTS = _pg_wallet_contents()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """As the `UTCDateTime` column type reads it (these rows skip the ORM)."""
+    return None if value is None else value.astimezone(UTC)
+
+
+def _account_of(row: Sequence[Any]) -> AccountState:
+    counters = (row[3], row[4], row[5], row[6])
+    return AccountState(
+        id=row[0],
+        asset_code=row[1],
+        floor_minor=row[2],
+        debits_posted_minor=counters[0],
+        credits_posted_minor=counters[1],
+        debits_pending_minor=counters[2],
+        credits_pending_minor=counters[3],
+        loaded=counters,
+    )
+
+
+def grant_state(grant: Grant, account: LedgerAccount) -> GrantState:
+    return GrantState(
+        id=grant.id,
+        account=state_of(account),
+        purpose=grant.purpose,
+        priority=grant.priority,
+        effective_at=grant.effective_at,
+        expires_at=grant.expires_at,
+        created_at=grant.created_at,
+        status=grant.status,
+    )
 
 
 class WalletRepository:
@@ -106,77 +172,115 @@ class WalletRepository:
             query = query.with_for_update()
         return await self.session.scalar(query)
 
-    async def lock_many(self, keys: Sequence[tuple[str, str]]) -> list[Wallet]:
-        """Several wallets (customer, asset) locked with one statement, in
-        (customer, asset) order: every path that locks more than one wallet
-        takes them in this order, so no two transactions wait in a cycle."""
-        if not keys:
-            return []
+    async def _sqlite_wallets(self, keys: Sequence[tuple[str, str]]) -> list[Wallet]:
+        """SQLite's `lock_and_load_many` wallets: its `BEGIN IMMEDIATE`
+        already holds the database's one write lock."""
         wanted = set(keys)
-        customers = sorted({customer for customer, _ in keys})
-        assets = sorted({asset for _, asset in keys})
-        if self._postgresql():
-            found = await self.session.scalars(
-                _PG_LOCK_WALLETS,
-                {"organization_id": self.organization_id, "customers": customers, "assets": assets},
+        found = await self.session.scalars(
+            sa.select(Wallet)
+            .where(
+                Wallet.organization_id == self.organization_id,
+                Wallet.customer_id.in_(sorted({customer for customer, _ in keys})),
+                Wallet.asset_code.in_(sorted({asset for _, asset in keys})),
             )
-        else:
-            found = await self.session.scalars(
-                sa.select(Wallet)
-                .where(
-                    Wallet.organization_id == self.organization_id,
-                    Wallet.customer_id.in_(customers),
-                    Wallet.asset_code.in_(assets),
-                )
-                .order_by(Wallet.customer_id, Wallet.asset_code)
-                .execution_options(populate_existing=True)
-            )
-        # The customer and asset lists may name a few pairs nobody asked for;
-        # they are locked too (harmless, same order) and dropped here.
+            .order_by(Wallet.customer_id, Wallet.asset_code)
+            .execution_options(populate_existing=True)
+        )
         return [w for w in found if (w.customer_id, w.asset_code) in wanted]
 
     async def lock_and_load_many(
         self, keys: Sequence[tuple[str, str]]
-    ) -> tuple[
-        list[Wallet],
-        dict[str, LedgerAccount],
-        dict[tuple[str, str], list[tuple[Grant, LedgerAccount]]],
-    ]:
-        """`lock_many`, then their main and debt accounts and their live
-        grants (see `live_grants`): on PostgreSQL the last two with one statement.
-        Not the lock with them: a statement that waited for a row lock reads
-        the locked rows as they are now, but what it joins to them as they
-        were when it began, before the transaction it waited for committed."""
-        wallets = await self.lock_many(keys)
-        if not self._postgresql() or not wallets:
+    ) -> tuple[list[Wallet], dict[str, AccountState], dict[tuple[str, str], list[GrantState]]]:
+        """Several wallets (customer, asset) locked, in (customer, asset)
+        order: every path that locks more than one wallet takes them in this
+        order, so no two transactions wait in a cycle. With their main and
+        debt accounts and their live grants (see `live_grants`), as states.
+
+        On PostgreSQL the lock and the read are two statements sent together:
+        not one statement, since one that waited for a row lock reads the
+        locked rows as they are now but what it joins to them as they were
+        when it began, before the transaction it waited for committed; the
+        second begins once the first has its locks."""
+        if not keys:
+            return [], {}, {}
+        if not self._postgresql():
+            wallets = await self._sqlite_wallets(keys)
             accounts = await self._accounts(
                 [w.main_account_id for w in wallets]
                 + [w.debt_account_id for w in wallets if w.debt_account_id is not None]
             )
             grants = await self._live_grants_many([(w.customer_id, w.asset_code) for w in wallets])
-            return wallets, accounts, grants
-        rows = await self.session.execute(
-            _PG_WALLET_CONTENTS,
-            {
-                "organization_id": self.organization_id,
-                "customers": sorted({w.customer_id for w in wallets}),
-                "assets": sorted({w.asset_code for w in wallets}),
-            },
+            return (
+                wallets,
+                {account_id: state_of(account) for account_id, account in accounts.items()},
+                {
+                    key: [grant_state(grant, account) for grant, account in pairs]
+                    for key, pairs in grants.items()
+                },
+            )
+        arrays = {
+            "organization_id": self.organization_id,
+            "customers": sorted({customer for customer, _ in keys}),
+            "assets": sorted({asset for _, asset in keys}),
+        }
+        locked, contents = await run_together(
+            self.session,
+            [Statement(_PG_LOCK_WALLETS, arrays), Statement(_PG_WALLET_CONTENTS, arrays)],
         )
-        found_accounts: dict[str, LedgerAccount] = {}
-        found_grants: dict[tuple[str, str], list[tuple[Grant, LedgerAccount]]] = {
+        wanted = set(keys)
+        # The customer and asset lists may name a few pairs nobody asked for;
+        # they are locked too (harmless, same order) and dropped here.
+        wallets = [self._attached(row) for row in locked if (row[1], row[2]) in wanted]
+        found_accounts: dict[str, AccountState] = {}
+        found_grants: dict[tuple[str, str], list[GrantState]] = {
             (w.customer_id, w.asset_code): [] for w in wallets
         }
-        for customer_id, asset_code, main, debt, grant, held in rows:
-            of_wallet = found_grants.get((customer_id, asset_code))
+        width = len(_ACCOUNT_COLUMNS)
+        grant_at, held_at = 2 + 2 * width, 2 + 2 * width + len(_GRANT_COLUMNS)
+        for row in contents:
+            of_wallet = found_grants.get((row[0], row[1]))
             if of_wallet is None:
-                continue  # a pair nobody asked for (see `lock_many`)
-            found_accounts[main.id] = main
-            if debt is not None:
-                found_accounts[debt.id] = debt
-            if grant is not None:
-                of_wallet.append((grant, held))
+                continue
+            if row[2] not in found_accounts:  # once per wallet, not per grant
+                found_accounts[row[2]] = _account_of(row[2 : 2 + width])
+                if row[2 + width] is not None:
+                    found_accounts[row[2 + width]] = _account_of(row[2 + width : grant_at])
+            if row[grant_at] is not None:
+                grant_id, purpose, priority, effective_at, expires_at, created_at, status = row[
+                    grant_at:held_at
+                ]
+                of_wallet.append(
+                    GrantState(
+                        id=grant_id,
+                        account=_account_of(row[held_at:]),
+                        purpose=purpose,
+                        priority=priority,
+                        effective_at=effective_at.astimezone(UTC),
+                        expires_at=_utc(expires_at),
+                        created_at=created_at.astimezone(UTC),
+                        status=status,
+                    )
+                )
         return wallets, found_accounts, found_grants
+
+    def _attached(self, row: Sequence[Any]) -> Wallet:
+        """The session's wallet object for a locked row, as the ORM would have
+        loaded it (`populate_existing`), without reading the row again."""
+        values = dict(zip(_WALLETS.c.keys(), row, strict=True))
+        for name in ("sweep_due_at", "created_at"):
+            values[name] = _utc(values[name])
+        identity = Session.identity_key(
+            Wallet, (values["organization_id"], values["customer_id"], values["asset_code"])
+        )
+        existing = self.session.sync_session.identity_map.get(identity)
+        if existing is not None:
+            for name, value in values.items():
+                set_committed_value(existing, name, value)
+            return cast(Wallet, existing)
+        wallet = Wallet(**values)
+        make_transient_to_detached(wallet)
+        self.session.add(wallet)
+        return wallet
 
     async def _accounts(self, account_ids: Sequence[str]) -> dict[str, LedgerAccount]:
         if not account_ids:

@@ -23,10 +23,10 @@ from billfold.authorizations.models import Authorization
 from billfold.authorizations.repository import AuthorizationRepository
 from billfold.clock import Clock
 from billfold.customers.service import resolve_customer
+from billfold.db.pipeline import Statement, run_together
 from billfold.errors import InvalidRequest
 from billfold.ids import new_id
 from billfold.ledger.book import AccountState
-from billfold.ledger.models import LedgerAccount
 from billfold.ledger.repository import LedgerRepository, state_of
 from billfold.organizations.service import Principal
 from billfold.wallets.models import Adjustment, Grant, Wallet
@@ -49,31 +49,17 @@ class OpenWallet:
 
 
 def _state_of(
-    wallet: Wallet,
-    accounts: dict[str, LedgerAccount],
-    grants: list[tuple[Grant, LedgerAccount]],
+    wallet: Wallet, accounts: dict[str, AccountState], grants: list[GrantState]
 ) -> WalletState:
     state = WalletState(
         organization_id=wallet.organization_id,
         customer_id=wallet.customer_id,
         asset_code=wallet.asset_code,
-        main=state_of(accounts[wallet.main_account_id]),
-        grants=[
-            GrantState(
-                id=grant.id,
-                account=state_of(account),
-                purpose=grant.purpose,
-                priority=grant.priority,
-                effective_at=grant.effective_at,
-                expires_at=grant.expires_at,
-                created_at=grant.created_at,
-                status=grant.status,
-            )
-            for grant, account in grants
-        ],
+        main=accounts[wallet.main_account_id],
+        grants=grants,
     )
     if wallet.debt_account_id is not None:
-        state.attach_debt(state_of(accounts[wallet.debt_account_id]))
+        state.attach_debt(accounts[wallet.debt_account_id])
     return state
 
 
@@ -146,17 +132,25 @@ async def close_wallet(session: AsyncSession, clock: Clock, opened: OpenWallet) 
 
 
 async def close_wallets(
-    session: AsyncSession, clock: Clock, opened_wallets: Sequence[OpenWallet]
+    session: AsyncSession,
+    clock: Clock,
+    opened_wallets: Sequence[OpenWallet],
+    then: Sequence[Statement] = (),
 ) -> None:
     """Write every open wallet's entries and counter moves in one set of
-    statements, then their expiry marks and webhooks."""
+    statements, then their expiry marks and webhooks. `then`: PostgreSQL
+    statements of the caller's to run right after the ledger's, in the same
+    round trip."""
     if not opened_wallets:
+        if then:
+            await run_together(session, then)
         return
     organization_id = opened_wallets[0].wallet.organization_id
     assert all(o.wallet.organization_id == organization_id for o in opened_wallets)
     await LedgerRepository(session, organization_id).write(
         [entry for o in opened_wallets for entry in o.state.book.entries],
         [account for o in opened_wallets for account in o.state.book.changed()],
+        then,
     )
     for opened in opened_wallets:
         wallet, state = opened.wallet, opened.state
