@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, 
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,7 +40,11 @@ logger = logging.getLogger("billfold.gateway")
 #: After a client leaves mid-stream, how long the gateway keeps reading the
 #: provider's stream for its final usage before settling on an estimate.
 DRAIN_AFTER_DISCONNECT_S = 60.0
-UPSTREAM_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
+#: Connecting, then each read: a long generation may pause between tokens,
+#: but never for ten minutes.
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=600.0)
+#: What a failed or broken-off exchange with the provider raises.
+UPSTREAM_ERRORS = (aiohttp.ClientError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,17 +181,26 @@ class Gateway:
             settler_process=config.settler_process,
             lookup_ttl_s=config.lookup_ttl_s,
         )
-        self.http = httpx.AsyncClient(
-            timeout=UPSTREAM_TIMEOUT,
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-        )
+        # aiohttp, not httpx, to the provider: a call through httpx cost
+        # 0.8 ms of the gateway's CPU, through aiohttp 0.25 ms (README). Made
+        # on first use, in the event loop that serves the calls.
+        self._http: aiohttp.ClientSession | None = None
         self._drains: set[asyncio.Task[None]] = set()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=UPSTREAM_TIMEOUT,
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
+            )
+        return self._http
 
     async def close(self) -> None:
         if self._drains:
             await asyncio.gather(*self._drains, return_exceptions=True)
         await self.billing.close()  # after the settles above have queued
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     async def _failed(
         self,
@@ -335,15 +348,14 @@ class Gateway:
             opened = held
         finally:
             await session.close()
-        upstream_request = self.http.build_request(
-            "POST",
-            origin(upstream.base_url) + request.url.path,
-            content=raw,
-            headers=_upstream_headers(surface.provider, upstream, request, request_id),
-        )
         try:
-            answer = await self.http.send(upstream_request, stream=streaming)
-        except httpx.HTTPError as exc:
+            # The answer's head; its body is read or relayed below.
+            answer = await self._client().post(
+                origin(upstream.base_url) + request.url.path,
+                data=raw,
+                headers=_upstream_headers(surface.provider, upstream, request, request_id),
+            )
+        except UPSTREAM_ERRORS as exc:
             await self._failed(caller, options, opened, logical_key, None)
             return problem(
                 502,
@@ -352,11 +364,11 @@ class Gateway:
                 f"The provider could not be reached: {type(exc).__name__}.",
                 request_id,
             )
-        if not streaming or answer.status_code >= 300:
+        if not streaming or answer.status >= 300:
             return await self._whole(caller, options, opened, answer, request_id, logical_key)
         return _RelayResponse(
             self._relay(caller, options, opened, answer, hide_usage),
-            status_code=answer.status_code,
+            status_code=answer.status,
             headers={"x-request-id": request_id, "cache-control": "no-cache"},
             media_type=answer.headers.get("content-type", "text/event-stream"),
         )
@@ -366,14 +378,14 @@ class Gateway:
         caller: Caller,
         options: Options,
         opened: Opened,
-        answer: httpx.Response,
+        answer: aiohttp.ClientResponse,
         request_id: str,
         logical_key: str | None,
     ) -> Response:
         try:
-            content = await answer.aread()
-        except httpx.HTTPError:
-            await answer.aclose()
+            content = await answer.read()
+        except UPSTREAM_ERRORS:
+            answer.release()
             await self._failed(caller, options, opened, logical_key, None)
             return problem(
                 502,
@@ -382,8 +394,8 @@ class Gateway:
                 "The provider's answer broke off.",
                 request_id,
             )
-        if answer.status_code >= 300:
-            await self._failed(caller, options, opened, logical_key, answer.status_code)
+        if answer.status >= 300:
+            await self._failed(caller, options, opened, logical_key, answer.status)
         else:
             try:
                 document = json.loads(content)
@@ -395,7 +407,7 @@ class Gateway:
             self._spawn(self.billing.settle(caller, options, opened))
         return Response(
             content,
-            answer.status_code,
+            answer.status,
             headers={"x-request-id": request_id},
             media_type=answer.headers.get("content-type", "application/json"),
         )
@@ -405,7 +417,7 @@ class Gateway:
         caller: Caller,
         options: Options,
         opened: Opened,
-        answer: httpx.Response,
+        answer: aiohttp.ClientResponse,
         hide_usage: bool,
     ) -> AsyncIterator[bytes]:
         events = _sse_events(answer)
@@ -418,7 +430,7 @@ class Gateway:
                         continue
                 yield block
             finished = True
-        except httpx.HTTPError:
+        except UPSTREAM_ERRORS:
             # The provider's stream broke off: bill what it showed, and tell
             # the client in the provider's own terms (its SDK raises on it).
             finished = True
@@ -436,7 +448,7 @@ class Gateway:
         caller: Caller,
         options: Options,
         opened: Opened,
-        answer: httpx.Response,
+        answer: aiohttp.ClientResponse,
         events: AsyncIterator[tuple[bytes, dict[str, Any] | None]] | None,
     ) -> None:
         try:
@@ -445,11 +457,11 @@ class Gateway:
                     async for _, document in events:
                         if document is not None:
                             opened.tracker.event(document)
-        except (httpx.HTTPError, TimeoutError, RuntimeError):
+        except (*UPSTREAM_ERRORS, RuntimeError):
             pass
         finally:
-            with contextlib.suppress(httpx.HTTPError):
-                await answer.aclose()
+            # Back to the pool if read to its end; closed otherwise.
+            answer.release()
             await self.billing.settle(caller, options, opened)
 
 
@@ -492,11 +504,11 @@ class _RelayResponse(StreamingResponse):
 
 
 async def _sse_events(
-    answer: httpx.Response,
+    answer: aiohttp.ClientResponse,
 ) -> AsyncIterator[tuple[bytes, dict[str, Any] | None]]:
     """Each SSE event as its raw bytes and its parsed `data` (None if not JSON)."""
     buffer = b""
-    async for chunk in answer.aiter_raw():
+    async for chunk in answer.content.iter_any():
         buffer += chunk
         while True:
             cut = buffer.find(b"\n\n")
