@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.db.engine import dialect_of
+from billfold.db.pipeline import Statement, run_together
 from billfold.gateway.models import GatewayKey, GatewaySettlement
 
 
@@ -67,6 +68,12 @@ _ACTIVE_BY_HASH = sa.select(GatewayKey).where(
 )
 
 
+_PG_ADD = sa.text(
+    "INSERT INTO gateway_settlements (organization_id, event, created_at) "
+    "VALUES (:organization_id, :event, :created_at)"
+)
+
+
 class SettlementRepository:
     """The queue of answered calls' usage events (every organization's: the
     gateway drains them all)."""
@@ -75,11 +82,13 @@ class SettlementRepository:
         self.session = session
 
     async def add(self, organization_id: str, event_json: str, now: datetime) -> None:
-        await self.session.execute(
-            sa.insert(GatewaySettlement).values(
-                organization_id=organization_id, event=event_json, created_at=now
-            )
-        )
+        row = {"organization_id": organization_id, "event": event_json, "created_at": now}
+        if dialect_of(self.session) == "postgresql":
+            # Once per answered call, on the event loop that serves the next
+            # ones: straight to the driver, a third of SQLAlchemy's CPU.
+            await run_together(self.session, [Statement(_PG_ADD, row)])
+            return
+        await self.session.execute(sa.insert(GatewaySettlement).values(**row))
 
     async def take(
         self, limit: int, *, queued_before: datetime | None = None
