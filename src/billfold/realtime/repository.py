@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -18,6 +18,7 @@ from billfold.db.arrays import text_array
 from billfold.db.base import UTCDateTime
 from billfold.db.bulk import insert_rows
 from billfold.db.engine import dialect_of, upsert_insert
+from billfold.db.pipeline import Statement, run_together
 from billfold.frozen import FrozenCache
 from billfold.metering.models import Meter
 from billfold.realtime.models import EventFee, PeriodTotal
@@ -277,15 +278,23 @@ class RealtimeRepository:
             return {}
         found: dict[TotalKey, Total] = {}
         if self.postgresql:
-            rows = await self.session.execute(
-                _PG_LOCK_TOTALS if lock else _PG_READ_TOTALS,
-                {
-                    "organization_id": self.organization_id,
-                    "keys": json.dumps([_key_row(key) for key in ordered]),
-                },
+            # Straight to the driver: an estimate runs this once per model
+            # call, and SQLAlchemy's execution cost more than the query.
+            (rows,) = await run_together(
+                self.session,
+                [
+                    Statement(
+                        _PG_LOCK_TOTALS if lock else _PG_READ_TOTALS,
+                        {
+                            "organization_id": self.organization_id,
+                            "keys": json.dumps([_key_row(key) for key in ordered]),
+                        },
+                    )
+                ],
             )
             for sub, code, dimension, start_at, quantity, count in rows:
-                found[TotalKey(sub, code, dimension, start_at)] = Total(Decimal(quantity), count)
+                key = TotalKey(sub, code, dimension, start_at.astimezone(UTC))
+                found[key] = Total(Decimal(quantity), count)
             return found
         # SQLite: a bounded OR list per statement keeps the statement cache useful.
         for start in range(0, len(ordered), 100):
