@@ -135,7 +135,7 @@ def _account_of(row: Sequence[Any]) -> AccountState:
     )
 
 
-def grant_state(grant: Grant, account: LedgerAccount) -> GrantState:
+def _grant_state(grant: Grant, account: LedgerAccount) -> GrantState:
     return GrantState(
         id=grant.id,
         account=state_of(account),
@@ -214,7 +214,7 @@ class WalletRepository:
                 wallets,
                 {account_id: state_of(account) for account_id, account in accounts.items()},
                 {
-                    key: [grant_state(grant, account) for grant, account in pairs]
+                    key: [_grant_state(grant, account) for grant, account in pairs]
                     for key, pairs in grants.items()
                 },
             )
