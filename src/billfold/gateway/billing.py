@@ -422,6 +422,10 @@ class Settler:
                 mine = [row for row in rows if row.organization_id == organization_id]
                 backlog = backlog or len(mine) < len(rows)
                 rows = mine
+                # Removed first (the same transaction: an ingest that fails
+                # puts them back): the ingest locks the customers' wallets,
+                # which the calls' holds wait on, until the commit.
+                await queue.remove([row.id for row in rows])
                 outcome = await metering.ingest(
                     session,
                     self.ctx.clock,
@@ -429,7 +433,6 @@ class Settler:
                     [json.loads(row.event) for row in rows],
                     backfill_window_s=self.ctx.settings.event_backfill_window_s,
                 )
-                await queue.remove([row.id for row in rows])
                 await session.commit()
         except Exception:
             # The rows stay queued and are tried again on the next tick.

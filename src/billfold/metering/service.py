@@ -456,15 +456,17 @@ async def ingest(
         )
         for candidate in accepted
     ]
-    extras = await on_events_accepted(session, clock, organization_id, events)
-    # Last, so the rollup rows other batches also add to stay locked for as
-    # short a time as possible before the commit.
+    # Before billing, which locks the customers' wallets until the commit:
+    # holds wait on those locks, so the work after them is kept short. The
+    # rollups lock nothing others wait on (PostgreSQL appends deltas;
+    # SQLite's one writer already holds the database).
     await rollups.write(
         session,
         organization_id,
         meters,
         [(event.customer_id, event.type, event.timestamp, event.data) for event in events],
     )
+    extras = await on_events_accepted(session, clock, organization_id, events)
     for candidate in accepted:
         extra = extras.get(candidate.id)
         if extra:
