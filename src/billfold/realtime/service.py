@@ -646,25 +646,12 @@ async def estimate_event(
     llm = data.get("llm")
     if not isinstance(llm, dict):
         return Estimate(out, bool(targets))
+    policy, book = (None, None) if pricing is None else (pricing.policy, pricing.book)
     if targets:
         # Priced by the product; only an unknown model matters (never free).
-        cost = await vendor_cost_of(
-            session,
-            organization_id,
-            llm,
-            at,
-            None if pricing is None else pricing.policy,
-            None if pricing is None else pricing.book,
-        )
+        cost = await vendor_cost_of(session, organization_id, llm, at, policy, book)
         return Estimate(out, True, cost if isinstance(cost, Unpriced) else None)
-    default = await default_llm_fee(
-        session,
-        organization_id,
-        llm,
-        at,
-        None if pricing is None else pricing.policy,
-        None if pricing is None else pricing.book,
-    )
+    default = await default_llm_fee(session, organization_id, llm, at, policy, book)
     if isinstance(default, Unpriced):
         if default.policy == "record":
             # Recorded, not blocked: the call goes ahead with nothing held.
