@@ -27,17 +27,21 @@ async def test_states_and_wallet_objects_are_as_the_database_holds_them(
     assert hold["status"] == "authorized"
     other = await WalletDriver.create(client, "other")
     await other.grant("1.00")
+    await other.grant("1.00", asset="EUR")
     key = (wallet.customer_id, "USD")
     async with ctx.sessions() as session:
         repository = WalletRepository(session, tenant.organization_id)
-        # A pair nobody asked for ((other, EUR) has no wallet; (acme, USD)
-        # and (other, USD) are both asked) and a missing wallet are left out.
+        # Asked: acme's USD and EUR (which has no wallet) and other's USD.
+        # The customers and assets asked also make (other, EUR), a wallet
+        # nobody asked for: it is left out, as is the missing one.
         wallets, accounts, grants = await repository.lock_and_load_many(
             [key, (other.customer_id, "USD"), (wallet.customer_id, "EUR")]
         )
+        # In lock order: (customer, asset), as every path takes them.
         assert [(w.customer_id, w.asset_code) for w in wallets] == sorted(
             [key, (other.customer_id, "USD")]
         )
+        assert set(grants) == {key, (other.customer_id, "USD")}
         mine = next(w for w in wallets if w.customer_id == wallet.customer_id)
         assert mine in session  # tracked: a change to it is written at flush
         assert mine.created_at.tzinfo == UTC
