@@ -85,7 +85,8 @@ class SettlementRepository:
         row = {"organization_id": organization_id, "event": event_json, "created_at": now}
         if dialect_of(self.session) == "postgresql":
             # Once per answered call, on the event loop that serves the next
-            # ones: straight to the driver, a third of SQLAlchemy's CPU.
+            # ones: straight to the driver (0.74 ms a call in process, against
+            # 1.05 through SQLAlchemy).
             await run_together(self.session, [Statement(_PG_ADD, row)])
             return
         await self.session.execute(sa.insert(GatewaySettlement).values(**row))
