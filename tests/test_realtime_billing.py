@@ -399,6 +399,44 @@ class TestEstimates:
         assert (settled["captured_amount"], settled["released_amount"]) == ("1.00", "0.80")
         assert (await balance(client, subscribed))["available"] == "89.00"
 
+    async def test_an_estimate_is_rated_against_the_totals_its_wallet_lock_shows(
+        self, client, subscribed, clock, ctx, backend
+    ):
+        """An ingest that commits while the hold waits for the wallet's lock
+        moved the totals the estimate is rated against: it counts."""
+        if backend != "postgresql":
+            pytest.skip("SQLite runs one writer at a time: no ingest is ever in progress")
+        await subscribed.grant("100.00")
+        await send(client, event(clock, 1, 900))
+        estimate = {"event_type": "llm.completion", "data": {"output_tokens": 200}}
+        async with ctx.sessions() as ingest, ctx.autocommit_sessions() as watcher:
+            # As an ingest does: the wallet locked, then the period's total moved.
+            await ingest.execute(
+                sa.text("SELECT 1 FROM wallets WHERE customer_id = :c FOR UPDATE"),
+                {"c": subscribed.customer_id},
+            )
+            await ingest.execute(
+                sa.text(
+                    "UPDATE realtime_period_totals SET quantity = '1000', event_count = 2 "
+                    "WHERE price_code = 'tokens_out'"
+                )
+            )
+            hold = asyncio.create_task(
+                self.authorize(client, subscribed.customer_id, estimate=estimate)
+            )
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            for _ in range(500):
+                if await watcher.scalar(sa.text(waiting)):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the hold never waited for the wallet's lock")
+            await ingest.commit()
+            response = await hold
+        # 200 tokens past the first tier's 1,000 at 0.008; rated against the
+        # total read before the lock (900) it would hold 1.80.
+        assert response.json()["amount"] == "1.60", response.text
+
     async def test_an_estimate_the_wallet_cannot_cover_declines(self, client, subscribed):
         await subscribed.grant("1.00")
         estimate = {"event_type": "llm.completion", "data": {"output_tokens": 500}}

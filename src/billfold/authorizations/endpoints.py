@@ -28,7 +28,7 @@ from billfold.errors import BillfoldError, InvalidRequest, NotFound
 from billfold.idempotency import service as idempotency
 from billfold.metering import values
 from billfold.organizations.service import Principal
-from billfold.realtime.service import estimate_event
+from billfold.realtime.service import PlannedEstimate, plan_estimate
 
 writes = APIRouter(prefix="/v1/authorizations", tags=["authorizations"], route_class=WriterRoute)
 reads = APIRouter(prefix="/v1/authorizations", tags=["authorizations"], route_class=BoundaryRoute)
@@ -136,7 +136,8 @@ async def create_authorization(
 
     Give `asset` and `amount`, or an `estimate` (`{event_type, data}`): the
     hold is then that event's fee under the customer's current real-time
-    prices, rated against the period's running totals (422
+    prices, rated against the period's running totals as they stand once the
+    hold has the wallet's lock (422
     `estimate_not_priced` when no real-time price counts such an event).
 
     Answers 200 with `status: "authorized"` or `status: "declined"` and a
@@ -167,6 +168,7 @@ async def create_authorization(
         return await _decline_without_wallet(
             session, clock, principal, ref, body, "asset_not_found"
         )
+    planned: PlannedEstimate | None = None
     try:
         if body.estimate is None:
             asset, amount_minor = _plain_amount(asset, body)
@@ -178,7 +180,9 @@ async def create_authorization(
                 return await _decline_without_wallet(
                     session, clock, principal, ref, body, estimated
                 )
-            asset, amount_minor = estimated
+            # Rated by the writer, against the totals it reads with the lock.
+            asset, planned = estimated
+            amount_minor = 0
         metadata = validate_metadata(body.metadata, field="metadata")
     except BillfoldError:
         # A key that holds an earlier, different request answers 409
@@ -198,6 +202,7 @@ async def create_authorization(
             metadata=metadata,
             idempotency=ref,
             request_id=request_id_of(request),
+            estimate=planned,
         )
     )
     return _respond(result)
@@ -221,9 +226,10 @@ async def _estimated_amount(
     asset: AssetInfo | None,
     body: AuthorizationCreate,
     raw: bytes,
-) -> tuple[AssetInfo, int] | str:
-    """The estimated hold, or a decline code (an LLM call the organization's
-    policy blocks: an unknown model is never free)."""
+) -> tuple[AssetInfo, PlannedEstimate] | str:
+    """The estimate's asset and the estimate (rated by the writer), or a
+    decline code (an LLM call the organization's policy blocks: an unknown
+    model is never free)."""
     if body.amount is not None:
         raise InvalidRequest(
             "Give `amount` or `estimate`, not both.", code="invalid_estimate", field="amount"
@@ -236,7 +242,7 @@ async def _estimated_amount(
         raise InvalidRequest(
             f"{error.path} {error.message}.", code="invalid_data", field=error.path
         ) from None
-    estimate = await estimate_event(
+    estimate = await plan_estimate(
         session, principal.organization_id, customer_id, body.estimate.event_type, data, clock.now()
     )
     if estimate.unpriced is not None and estimate.unpriced.policy == "block":
@@ -250,23 +256,23 @@ async def _estimated_amount(
             status=422,
         )
     if asset is None:
-        if len(estimate.fees) > 1:
+        if len(estimate.base) > 1:
             raise InvalidRequest(
                 "This event is priced in several assets "
-                f"({', '.join(sorted(estimate.fees))}); give the `asset` to hold.",
+                f"({', '.join(sorted(estimate.base))}); give the `asset` to hold.",
                 code="estimate_asset_ambiguous",
                 field="asset",
                 status=422,
             )
-        return next(iter(estimate.fees.values()))
-    if asset.code not in estimate.fees:
+        return next(iter(estimate.base.values()))[0], estimate
+    if asset.code not in estimate.base:
         raise InvalidRequest(
             f"No real-time price of this customer charges such an event in {asset.code}.",
             code="estimate_not_priced",
             field="asset",
             status=422,
         )
-    return estimate.fees[asset.code]
+    return estimate.base[asset.code][0], estimate
 
 
 async def _resolve(

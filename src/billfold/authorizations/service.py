@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billfold.assets.amounts import AssetInfo, format_amount
 from billfold.authorizations.models import Authorization
@@ -19,6 +19,9 @@ from billfold.errors import BillfoldError, Conflict, InvalidRequest
 from billfold.ids import new_id
 from billfold.wallets.service import OpenWallet
 from billfold.wallets.state import Split
+
+if TYPE_CHECKING:
+    from billfold.realtime.service import PlannedEstimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,9 @@ class AuthorizeRequest:
     #: `customer_ref` is a `cus_…` id the caller already found in the
     #: organization, in the database (a gateway key names it): not looked up again.
     customer_known: bool = False
+    #: Hold this event's fee in `asset` instead of `amount_minor`: the writer
+    #: rates it against the running totals it reads under the wallet's lock.
+    estimate: PlannedEstimate | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -48,7 +48,8 @@ from billfold.customers.service import resolve_customer_ids
 from billfold.db.engine import dialect_of
 from billfold.errors import BillfoldError, Conflict, NotFound
 from billfold.idempotency import service as idempotency
-from billfold.wallets.service import OpenWallet, close_wallets, open_wallets
+from billfold.realtime.repository import RealtimeRepository, Total, TotalKey
+from billfold.wallets.service import OpenWallet, close_wallets, open_wallets_reading
 from billfold.wallets.state import Split
 
 logger = logging.getLogger("billfold.authorizations")
@@ -136,9 +137,27 @@ class WalletWriter:
             customer_ids.update(
                 (r.customer_ref, r.customer_ref) for r in authorizing if r.customer_known
             )
-            wallets = await open_wallets(
-                session, now, organization_id, _wallet_keys(requests, customer_ids)
+            # Estimates are rated against the totals as they stand once the
+            # wallets are locked (an ingest moves them under those locks),
+            # read in the same round trip on PostgreSQL.
+            estimated = [r.estimate for r in authorizing if r.estimate is not None]
+            realtime = RealtimeRepository(session, organization_id)
+            total_keys = set().union(*(planned.total_keys for planned in estimated))
+            reading = realtime.pg_read_totals(total_keys)
+            wallets, read = await open_wallets_reading(
+                session,
+                now,
+                organization_id,
+                _wallet_keys(requests, customer_ids),
+                [] if reading is None else [reading],
             )
+            if estimated:
+                totals = (
+                    await realtime.read_totals(total_keys)
+                    if reading is None
+                    else realtime.totals_of(read[0])
+                )
+                requests = [_rated(request, totals) for request in requests]
             answers: list[Answer | None] = [None] * len(requests)
             first_with_key: dict[str, int] = {}
             await self._claim_keys(session, organization_id, requests, answers, first_with_key)
@@ -314,6 +333,15 @@ class WalletWriter:
         )
         await holds.resolve(authorization, status, captured, released, now)
         return service.answer(200, service.render(authorization, request.asset))
+
+
+def _rated(request: WalletRequest, totals: Mapping[TotalKey, Total]) -> WalletRequest:
+    """An estimate's request with the amount it holds."""
+    if not isinstance(request, AuthorizeRequest) or request.estimate is None:
+        return request
+    fees = request.estimate.finish(totals).fees
+    _, amount_minor = fees.get(request.asset.code, (request.asset, 0))
+    return replace(request, amount_minor=amount_minor)
 
 
 def _wallet_keys(

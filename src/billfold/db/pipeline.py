@@ -56,11 +56,18 @@ async def run_together(
     texts = [_sql(statement.text, connection) for statement in statements]
     cursors = []
     try:
-        async with driver.pipeline():
-            for text, statement in zip(texts, statements, strict=True):
-                cursor = driver.cursor()
-                await cursor.execute(text, statement.params)
-                cursors.append(cursor)
+        if len(statements) == 1:
+            # Alone it waits one round trip anyway; the pipeline's own
+            # bookkeeping (its sync, its result queue) would be pure cost.
+            cursor = driver.cursor()
+            await cursor.execute(texts[0], statements[0].params)
+            cursors.append(cursor)
+        else:
+            async with driver.pipeline():
+                for text, statement in zip(texts, statements, strict=True):
+                    cursor = driver.cursor()
+                    await cursor.execute(text, statement.params)
+                    cursors.append(cursor)
     except psycopg.Error as exc:
         # As SQLAlchemy raises it for a statement it runs (IntegrityError…);
         # the error surfaced at the end, so every statement is named.

@@ -48,7 +48,7 @@ from billfold.metering import service as metering
 from billfold.metering import values
 from billfold.observability import configure_logging
 from billfold.organizations.service import Principal, hash_key
-from billfold.realtime.service import Pricing, estimate_event
+from billfold.realtime.service import PlannedEstimate, Pricing, plan_estimate
 
 logger = logging.getLogger("billfold.gateway")
 
@@ -194,12 +194,15 @@ class LocalBilling:
         then ends, so no connection idles while the wallet's batch runs."""
         call_id = new_call_id() if logical_key is None else _call_id(caller, logical_key)
         body = authorization_body(options, estimate, call_id)
+        planned: PlannedEstimate | None = None
         try:
             if "amount" in body:
                 asset = await get_asset(session, caller.organization_id, body["asset"])
                 amount_minor = parse_amount(asset, body["amount"], field="amount")
             else:
-                asset, amount_minor = await self._estimated(session, caller, body["estimate"])
+                # Rated by the writer, against the totals it reads with the lock.
+                asset, planned = await self._estimated(session, caller, body["estimate"])
+                amount_minor = 0
             await session.commit()
         finally:
             await session.close()
@@ -228,6 +231,7 @@ class LocalBilling:
                 idempotency=ref,
                 request_id=request_id,
                 customer_known=True,  # the gateway key names it
+                estimate=planned,
             )
         )
         document = json.loads(answer.body)
@@ -239,9 +243,10 @@ class LocalBilling:
 
     async def _estimated(
         self, session: AsyncSession, caller: Caller, estimate: dict[str, Any]
-    ) -> tuple[AssetInfo, int]:
-        """The same rating of the worst-case event `POST /v1/authorizations`
-        does for an `estimate`."""
+    ) -> tuple[AssetInfo, PlannedEstimate]:
+        """The worst-case event's asset and its estimate, as `POST
+        /v1/authorizations` makes them for an `estimate`; the writer rates it.
+        Reads nothing while this customer's `Pricing` is kept."""
         data = values.sanitize(estimate["data"], "estimate.data")
         now = self.ctx.clock.now()
         whose = (caller.organization_id, caller.customer_id)
@@ -251,11 +256,11 @@ class LocalBilling:
                 session, *whose, now, now + timedelta(seconds=self.lookup_ttl_s)
             )
             self._pricing.put(whose, pricing)
-        rated = await estimate_event(session, *whose, estimate["event_type"], data, now, pricing)
-        if rated.unpriced is not None and rated.unpriced.policy == "block":
+        planned = await plan_estimate(session, *whose, estimate["event_type"], data, now, pricing)
+        if planned.unpriced is not None and planned.unpriced.policy == "block":
             # As `POST /v1/authorizations` answers: an unknown model is never free.
-            raise AuthorizationDeclined(rated.unpriced.reason, None, {"status": "declined"})
-        if not rated.priced:
+            raise AuthorizationDeclined(planned.unpriced.reason, None, {"status": "declined"})
+        if not planned.priced:
             raise InvalidRequest(
                 "No real-time price of this customer counts model calls, so the gateway "
                 "cannot hold their cost. Price the usage events, or run the gateway with "
@@ -263,10 +268,10 @@ class LocalBilling:
                 code="estimate_not_priced",
                 status=422,
             )
-        if self.asset in rated.fees:
-            return rated.fees[self.asset]
-        if len(rated.fees) == 1:
-            return next(iter(rated.fees.values()))
+        if self.asset in planned.base:
+            return planned.base[self.asset][0], planned
+        if len(planned.base) == 1:
+            return next(iter(planned.base.values()))[0], planned
         raise InvalidRequest(
             f"Model calls are priced in several assets; none is {self.asset}.",
             code="estimate_asset_ambiguous",

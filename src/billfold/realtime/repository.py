@@ -233,6 +233,32 @@ class RealtimeRepository:
         """Totals as they stand, unlocked (an estimate may read a moving total)."""
         return await self._select(sorted(keys), lock=False)
 
+    def pg_read_totals(self, keys: Collection[TotalKey]) -> Statement | None:
+        """`read_totals` as a statement to send with others (`run_together`),
+        its rows for `totals_of`; None on SQLite or for no keys (then call
+        `read_totals`)."""
+        if not self.postgresql or not keys:
+            return None
+        return self._pg_select(sorted(keys), lock=False)
+
+    def _pg_select(self, ordered: Sequence[TotalKey], *, lock: bool) -> Statement:
+        return Statement(
+            _PG_LOCK_TOTALS if lock else _PG_READ_TOTALS,
+            {
+                "organization_id": self.organization_id,
+                "keys": json.dumps([_key_row(key) for key in ordered]),
+            },
+        )
+
+    @staticmethod
+    def totals_of(rows: Sequence[Sequence[Any]]) -> dict[TotalKey, Total]:
+        """The totals in the rows of a `pg_read_totals` statement."""
+        found: dict[TotalKey, Total] = {}
+        for sub, code, dimension, start_at, quantity, count in rows:
+            key = TotalKey(sub, code, dimension, start_at.astimezone(UTC))
+            found[key] = Total(Decimal(quantity), count)
+        return found
+
     async def lock_totals(self, keys: Collection[TotalKey], now: datetime) -> dict[TotalKey, Total]:
         """Create the missing totals at zero and lock them all, in key order.
 
@@ -276,26 +302,12 @@ class RealtimeRepository:
     async def _select(self, ordered: Sequence[TotalKey], *, lock: bool) -> dict[TotalKey, Total]:
         if not ordered:
             return {}
-        found: dict[TotalKey, Total] = {}
         if self.postgresql:
-            # Straight to the driver: an estimate runs this once per model
-            # call, and SQLAlchemy's execution cost more than the query.
-            (rows,) = await run_together(
-                self.session,
-                [
-                    Statement(
-                        _PG_LOCK_TOTALS if lock else _PG_READ_TOTALS,
-                        {
-                            "organization_id": self.organization_id,
-                            "keys": json.dumps([_key_row(key) for key in ordered]),
-                        },
-                    )
-                ],
-            )
-            for sub, code, dimension, start_at, quantity, count in rows:
-                key = TotalKey(sub, code, dimension, start_at.astimezone(UTC))
-                found[key] = Total(Decimal(quantity), count)
-            return found
+            # Straight to the driver: SQLAlchemy's execution cost more than
+            # the query.
+            (rows,) = await run_together(self.session, [self._pg_select(ordered, lock=lock)])
+            return self.totals_of(rows)
+        found: dict[TotalKey, Total] = {}
         # SQLite: a bounded OR list per statement keeps the statement cache useful.
         for start in range(0, len(ordered), 100):
             chunk = ordered[start : start + 100]

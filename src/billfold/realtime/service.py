@@ -608,6 +608,40 @@ class Pricing:
         )
 
 
+@dataclass(slots=True)
+class PlannedEstimate:
+    """An estimate up to the running totals its fees are rated against:
+    everything that does not depend on them is known. The wallet writer reads
+    the totals with the wallet's lock (`AuthorizeRequest.estimate`), after
+    the ingest that last moved them committed, in the same round trip."""
+
+    data: Mapping[str, Any]
+    fees: list[Fee]
+    #: Per asset, what is owed whatever the totals: 0 for each priced asset,
+    #: the default LLM fee.
+    base: dict[str, tuple[AssetInfo, int]]
+    #: Whether any price (a real-time one, or the default LLM price) counts such an event.
+    priced: bool
+    #: The event's `data.llm` has no vendor cost (an unknown model, bad usage).
+    unpriced: Unpriced | None = None
+
+    @property
+    def total_keys(self) -> set[TotalKey]:
+        return {fee.key for fee in self.fees}
+
+    def finish(self, totals: Mapping[TotalKey, Total]) -> Estimate:
+        """Rated against `totals` as they stand (not moved: an estimate holds
+        money, it does not use anything)."""
+        out = dict(self.base)
+        for fee in self.fees:
+            current = totals.get(fee.key, Total(Decimal(0), 0))
+            rate_fee(fee, Total(current.quantity, current.event_count), self.data)
+            if fee.rating is not None and fee.rating.amount_minor > 0:
+                asset, sofar = out[fee.target.asset.code]
+                out[fee.target.asset.code] = (asset, sofar + fee.rating.amount_minor)
+        return Estimate(out, self.priced, self.unpriced)
+
+
 async def estimate_event(
     session: AsyncSession,
     organization_id: str,
@@ -618,9 +652,26 @@ async def estimate_event(
     pricing: Pricing | None = None,
 ) -> Estimate:
     """Rate a hypothetical event as if it arrived now, against the running
-    totals as they stand (read, not locked: an estimate holds money, it does
-    not move totals). Fees rating cannot compute count as nothing. Reads the
-    prices unless given `pricing` that covers `at`."""
+    totals as they stand (read, not locked). Fees rating cannot compute count
+    as nothing. Reads the prices unless given `pricing` that covers `at`."""
+    planned = await plan_estimate(
+        session, organization_id, customer_id, event_type, data, at, pricing
+    )
+    totals = await RealtimeRepository(session, organization_id).read_totals(planned.total_keys)
+    return planned.finish(totals)
+
+
+async def plan_estimate(
+    session: AsyncSession,
+    organization_id: str,
+    customer_id: str,
+    event_type: str,
+    data: Mapping[str, Any],
+    at: datetime,
+    pricing: Pricing | None = None,
+) -> PlannedEstimate:
+    """`estimate_event` but the totals: with `pricing` that covers `at`, and
+    for the built-in assets, it reads nothing."""
     if pricing is not None and not pricing.covers(at):
         pricing = None
     if pricing is None:
@@ -631,32 +682,23 @@ async def estimate_event(
         prices = pricing.prices
     targets = _counting(prices, event_type, data, at)
     fees = plan_fees(targets, data, at)
-    totals = await RealtimeRepository(session, organization_id).read_totals(
-        {fee.key for fee in fees}
-    )
-    out: dict[str, tuple[AssetInfo, int]] = {}
+    base: dict[str, tuple[AssetInfo, int]] = {}
     for target in targets:
-        out.setdefault(target.asset.code, (target.asset, 0))
-    for fee in fees:
-        current = totals.get(fee.key, Total(Decimal(0), 0))
-        rate_fee(fee, Total(current.quantity, current.event_count), data)
-        if fee.rating is not None and fee.rating.amount_minor > 0:
-            asset, sofar = out[fee.target.asset.code]
-            out[fee.target.asset.code] = (asset, sofar + fee.rating.amount_minor)
+        base.setdefault(target.asset.code, (target.asset, 0))
     llm = data.get("llm")
     if not isinstance(llm, dict):
-        return Estimate(out, bool(targets))
+        return PlannedEstimate(data, fees, base, bool(targets))
     policy, book = (None, None) if pricing is None else (pricing.policy, pricing.book)
     if targets:
         # Priced by the product; only an unknown model matters (never free).
         cost = await vendor_cost_of(session, organization_id, llm, at, policy, book)
-        return Estimate(out, True, cost if isinstance(cost, Unpriced) else None)
+        return PlannedEstimate(data, fees, base, True, cost if isinstance(cost, Unpriced) else None)
     default = await default_llm_fee(session, organization_id, llm, at, policy, book)
     if isinstance(default, Unpriced):
         if default.policy == "record":
             # Recorded, not blocked: the call goes ahead with nothing held.
             usd = await get_asset(session, organization_id, "USD")
-            return Estimate({usd.code: (usd, 0)}, True, default)
-        return Estimate(out, False, default)
-    out[default.asset.code] = (default.asset, default.amount_minor)
-    return Estimate(out, True)
+            return PlannedEstimate(data, [], {usd.code: (usd, 0)}, True, default)
+        return PlannedEstimate(data, [], base, False, default)
+    base[default.asset.code] = (default.asset, default.amount_minor)
+    return PlannedEstimate(data, [], base, True)

@@ -191,6 +191,18 @@ class WalletRepository:
     async def lock_and_load_many(
         self, keys: Sequence[tuple[str, str]]
     ) -> tuple[list[Wallet], dict[str, AccountState], dict[tuple[str, str], list[GrantState]]]:
+        """See `lock_and_load_reading`, which this is without its `reads`."""
+        wallets, accounts, grants, _ = await self.lock_and_load_reading(keys, ())
+        return wallets, accounts, grants
+
+    async def lock_and_load_reading(
+        self, keys: Sequence[tuple[str, str]], reads: Sequence[Statement]
+    ) -> tuple[
+        list[Wallet],
+        dict[str, AccountState],
+        dict[tuple[str, str], list[GrantState]],
+        list[list[tuple[Any, ...]]],
+    ]:
         """Several wallets (customer, asset) locked, in (customer, asset)
         order: every path that locks more than one wallet takes them in this
         order, so no two transactions wait in a cycle. With their main and
@@ -200,9 +212,11 @@ class WalletRepository:
         not one statement, since one that waited for a row lock reads the
         locked rows as they are now but what it joins to them as they were
         when it began, before the transaction it waited for committed; the
-        second begins once the first has its locks."""
+        second begins once the first has its locks. `reads` (statements
+        that return rows) go with them, after; their rows come last.
+        """
         if not keys:
-            return [], {}, {}
+            return [], {}, {}, await run_together(self.session, reads) if reads else []
         if not self._postgresql():
             wallets = await self._sqlite_wallets(keys)
             accounts = await self._accounts(
@@ -217,15 +231,16 @@ class WalletRepository:
                     key: [_grant_state(grant, account) for grant, account in pairs]
                     for key, pairs in grants.items()
                 },
+                await run_together(self.session, reads) if reads else [],
             )
         arrays = {
             "organization_id": self.organization_id,
             "customers": sorted({customer for customer, _ in keys}),
             "assets": sorted({asset for _, asset in keys}),
         }
-        locked, contents = await run_together(
+        locked, contents, *read = await run_together(
             self.session,
-            [Statement(_PG_LOCK_WALLETS, arrays), Statement(_PG_WALLET_CONTENTS, arrays)],
+            [Statement(_PG_LOCK_WALLETS, arrays), Statement(_PG_WALLET_CONTENTS, arrays), *reads],
         )
         wanted = set(keys)
         # The customer and asset lists may name a few pairs nobody asked for;
@@ -261,7 +276,7 @@ class WalletRepository:
                         status=status,
                     )
                 )
-        return wallets, found_accounts, found_grants
+        return wallets, found_accounts, found_grants, read
 
     def _attached(self, row: Sequence[Any]) -> Wallet:
         """The session's wallet object for a locked row, as the ORM would have

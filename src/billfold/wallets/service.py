@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -72,10 +73,23 @@ async def open_wallets(
     """Lock and load the existing wallets among `keys` (customer, asset) with
     a fixed number of queries, whatever their number; then settle what has
     expired in each. Missing wallets are absent from the answer."""
+    opened, _ = await open_wallets_reading(session, now, organization_id, keys, ())
+    return opened
+
+
+async def open_wallets_reading(
+    session: AsyncSession,
+    now: datetime,
+    organization_id: str,
+    keys: Sequence[tuple[str, str]],
+    reads: Sequence[Statement],
+) -> tuple[dict[tuple[str, str], OpenWallet], list[list[tuple[Any, ...]]]]:
+    """`open_wallets`, and the rows of `reads`, statements run once the
+    wallets are locked, in the same round trip on PostgreSQL."""
     repository = WalletRepository(session, organization_id)
-    wallets, accounts, grants = await repository.lock_and_load_many(keys)
+    wallets, accounts, grants, read = await repository.lock_and_load_reading(keys, reads)
     if not wallets:
-        return {}
+        return {}, read
     keyed = [(w.customer_id, w.asset_code) for w in wallets]
     opened: dict[tuple[str, str], OpenWallet] = {}
     for wallet, key in zip(wallets, keyed, strict=True):
@@ -83,7 +97,7 @@ async def open_wallets(
         if wallet.sweep_due_at is not None and wallet.sweep_due_at <= now:
             await _sweep(session, one)
         opened[key] = one
-    return opened
+    return opened, read
 
 
 async def open_wallet(
