@@ -1,4 +1,4 @@
-"""`billfold gateway` as a user runs it: its own process (granian), the
+"""`billfold gateway` as a user runs it: its own process (uvicorn), the
 database from BILLFOLD_DATABASE_URL, provider keys from OPENAI_API_KEY and
 ANTHROPIC_API_KEY, the official SDKs pointed at it."""
 
@@ -143,8 +143,8 @@ def test_the_settler_process_does_not_outlive_a_killed_gateway(database_url: str
             assert time.monotonic() < deadline, "the settler outlived its gateway"
             time.sleep(0.1)
     finally:
-        # granian's server process does outlive a SIGKILLed parent (granian's
-        # own behaviour); this test leaves no process behind.
+        # Whatever the server (uvicorn's worker processes, with --workers)
+        # does after a SIGKILL, this test leaves no process behind.
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
