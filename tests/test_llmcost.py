@@ -18,6 +18,7 @@ from billfold.llmcost import (
     Rate,
     UnknownModel,
     UnknownProvider,
+    _table,
     bundled_table,
     bundled_text,
     loads_table,
@@ -420,3 +421,19 @@ def test_bundled_table_matches_genai_prices_within_half_a_percent() -> None:
     print(f"cross-checked {compared} usages")
     assert compared > 1_500, compared
     assert not mismatches, mismatches[:5]
+
+
+def test_find_keeps_its_answers_and_gives_the_same_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    table = loads_table(bundled_text())  # a table of its own: no answers kept yet
+    references = ["gpt-4o", "GPT-4o", "gpt-4o-2024-08-06", "gpt-4o-20240806", "no-such-model"]
+    fresh = [table._find("openai", reference) for reference in references]
+    assert fresh[0] is not None
+    assert fresh[-1] is None
+    assert [table.find("openai", r) for r in references] == fresh
+    assert [table.find("openai", r) for r in references] == fresh  # now kept
+    assert len(table._found) == len(references)
+    # Bounded: references come from callers, so a full table of answers is emptied.
+    monkeypatch.setattr(_table, "FOUND_CACHED_MAX", 3)
+    table._found.clear()
+    assert [table.find("openai", r) for r in references] == fresh
+    assert len(table._found) <= 3

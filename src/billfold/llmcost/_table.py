@@ -144,16 +144,38 @@ class ModelPrices:
         return resolved
 
 
+#: How many `PriceTable.find` answers a table keeps.
+FOUND_CACHED_MAX = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class PriceTable:
     version: str
     currency: str
     source: Mapping[str, Any]
     providers: Mapping[str, tuple[ModelPrices, ...]] = field(default_factory=dict)
+    #: What `find` answered, by (provider, reference): matching walks every
+    #: model's clauses (a quarter of a gateway call's estimate). Emptied when
+    #: full, as references come from callers.
+    _found: dict[tuple[str, str], ModelPrices | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def find(self, provider: str, reference: str) -> ModelPrices | None:
         """The first model of `provider` answering to `reference` (case-insensitive);
         a compact date suffix (`-20251211`) is retried in its dashed form."""
+        key = (provider, reference)
+        try:
+            return self._found[key]
+        except KeyError:
+            pass
+        if len(self._found) >= FOUND_CACHED_MAX:
+            self._found.clear()
+        found = self._find(provider, reference)
+        self._found[key] = found
+        return found
+
+    def _find(self, provider: str, reference: str) -> ModelPrices | None:
         models = self.providers.get(provider.lower(), ())
         reference = reference.lower()
         for candidate in (reference, _dashed_date(reference)):
