@@ -631,7 +631,8 @@ class PlannedEstimate:
 
     def finish(self, totals: Mapping[TotalKey, Total]) -> Estimate:
         """Rated against `totals` as they stand (not moved: an estimate holds
-        money, it does not use anything)."""
+        money, it does not use anything). A fee rating cannot compute counts
+        as nothing."""
         out = dict(self.base)
         for fee in self.fees:
             current = totals.get(fee.key, Total(Decimal(0), 0))
@@ -640,25 +641,6 @@ class PlannedEstimate:
                 asset, sofar = out[fee.target.asset.code]
                 out[fee.target.asset.code] = (asset, sofar + fee.rating.amount_minor)
         return Estimate(out, self.priced, self.unpriced)
-
-
-async def estimate_event(
-    session: AsyncSession,
-    organization_id: str,
-    customer_id: str,
-    event_type: str,
-    data: Mapping[str, Any],
-    at: datetime,
-    pricing: Pricing | None = None,
-) -> Estimate:
-    """Rate a hypothetical event as if it arrived now, against the running
-    totals as they stand (read, not locked). Fees rating cannot compute count
-    as nothing. Reads the prices unless given `pricing` that covers `at`."""
-    planned = await plan_estimate(
-        session, organization_id, customer_id, event_type, data, at, pricing
-    )
-    totals = await RealtimeRepository(session, organization_id).read_totals(planned.total_keys)
-    return planned.finish(totals)
 
 
 async def plan_estimate(
@@ -670,8 +652,10 @@ async def plan_estimate(
     at: datetime,
     pricing: Pricing | None = None,
 ) -> PlannedEstimate:
-    """`estimate_event` but the totals: with `pricing` that covers `at`, and
-    for the built-in assets, it reads nothing."""
+    """What a hypothetical event would cost if it arrived now, but for the
+    running totals (`PlannedEstimate.finish` rates it against them). Reads
+    the prices unless given `pricing` that covers `at`; with such `pricing`
+    and built-in assets, it reads nothing."""
     if pricing is not None and not pricing.covers(at):
         pricing = None
     if pricing is None:
