@@ -5,6 +5,9 @@ ANTHROPIC_API_KEY, the official SDKs pointed at it."""
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -18,6 +21,7 @@ import openai
 import pytest
 
 from billfold import Billfold, limits
+from billfold.observability import logging_dict_config
 from tests.live import BIN, ROOT, billfold, create_org, free_port, server_env, servers
 from tests.llm_support import fake_upstream, holds, llm_customer
 
@@ -163,3 +167,28 @@ def test_the_gateway_command_checks_its_policy(database_url: str, policy: str) -
     )
     assert done.returncode != 0
     assert "charge_input" in done.stderr
+
+
+def test_a_server_log_line_is_one_json_object_without_uvicorns_coloured_copy() -> None:
+    handler = logging.StreamHandler(io.StringIO())
+    config = logging_dict_config("INFO")
+    formatter = config["formatters"]["json"]
+    handler.setFormatter(
+        formatter["()"](formatter["fmt"], rename_fields=formatter["rename_fields"])
+    )
+    handler.addFilter(config["filters"]["request_id"]["()"]())
+    record = logging.makeLogRecord(
+        {
+            "name": "uvicorn.error",
+            "levelno": logging.INFO,
+            "levelname": "INFO",
+            "msg": "Uvicorn running on %s",
+            "args": ("http://127.0.0.1:8090",),
+            "color_message": "Uvicorn running on \x1b[1m%s\x1b[0m",
+        }
+    )
+    handler.handle(record)
+    line = json.loads(handler.stream.getvalue())
+    assert line["message"] == "Uvicorn running on http://127.0.0.1:8090"
+    assert line["logger"] == "uvicorn.error"
+    assert "color_message" not in line

@@ -29,6 +29,9 @@ webhook_attempts_total = Counter(
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        # uvicorn's terminal copy of its message, escape codes and all: the
+        # JSON line has the message once already.
+        record.__dict__.pop("color_message", None)
         return True
 
 
