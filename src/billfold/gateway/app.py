@@ -423,12 +423,18 @@ class Gateway:
         events = _sse_events(answer)
         finished = False
         try:
-            async for block, document in events:
-                if document is not None:
-                    opened.tracker.event(document)
-                    if hide_usage and not document.get("choices") and document.get("usage"):
-                        continue
-                yield block
+            async for arrived in events:
+                # What arrived together leaves together: one send each, not
+                # one per event (each is a write to the client's socket).
+                relayed = []
+                for block, document in arrived:
+                    if document is not None:
+                        opened.tracker.event(document)
+                        if hide_usage and not document.get("choices") and document.get("usage"):
+                            continue
+                    relayed.append(block)
+                if relayed:
+                    yield b"".join(relayed)
             finished = True
         except UPSTREAM_ERRORS:
             # The provider's stream broke off: bill what it showed, and tell
@@ -449,14 +455,15 @@ class Gateway:
         options: Options,
         opened: Opened,
         answer: aiohttp.ClientResponse,
-        events: AsyncIterator[tuple[bytes, dict[str, Any] | None]] | None,
+        events: AsyncIterator[list[tuple[bytes, dict[str, Any] | None]]] | None,
     ) -> None:
         try:
             if events is not None:
                 async with asyncio.timeout(DRAIN_AFTER_DISCONNECT_S):
-                    async for _, document in events:
-                        if document is not None:
-                            opened.tracker.event(document)
+                    async for arrived in events:
+                        for _, document in arrived:
+                            if document is not None:
+                                opened.tracker.event(document)
         except (*UPSTREAM_ERRORS, RuntimeError):
             pass
         finally:
@@ -505,19 +512,23 @@ class _RelayResponse(StreamingResponse):
 
 async def _sse_events(
     answer: aiohttp.ClientResponse,
-) -> AsyncIterator[tuple[bytes, dict[str, Any] | None]]:
-    """Each SSE event as its raw bytes and its parsed `data` (None if not JSON)."""
+) -> AsyncIterator[list[tuple[bytes, dict[str, Any] | None]]]:
+    """The SSE events each read from the provider completed, each as its raw
+    bytes and its parsed `data` (None if not JSON)."""
     buffer = b""
     async for chunk in answer.content.iter_any():
         buffer += chunk
+        arrived = []
         while True:
             cut = buffer.find(b"\n\n")
             if cut < 0:
                 break
             block, buffer = buffer[: cut + 2], buffer[cut + 2 :]
-            yield block, _data_of(block)
+            arrived.append((block, _data_of(block)))
+        if arrived:
+            yield arrived
     if buffer.strip():
-        yield buffer, _data_of(buffer)
+        yield [(buffer, _data_of(buffer))]
 
 
 def _data_of(block: bytes) -> dict[str, Any] | None:
