@@ -192,3 +192,12 @@ def test_a_server_log_line_is_one_json_object_without_uvicorns_coloured_copy() -
     assert line["message"] == "Uvicorn running on http://127.0.0.1:8090"
     assert line["logger"] == "uvicorn.error"
     assert "color_message" not in line
+
+
+def test_server_access_logs_go_nowhere() -> None:
+    """Our own request logs carry the request id. uvicorn composes its access
+    line whenever its logger has somewhere to go: it has nowhere."""
+    loggers = logging_dict_config("INFO")["loggers"]
+    for name in ("uvicorn.access", "granian.access"):
+        assert loggers[name]["handlers"] == []
+        assert loggers[name]["propagate"] is False

@@ -52,8 +52,9 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for name in _SERVER_LOGGERS:
         logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        logging.getLogger(name).propagate = name not in _SERVER_ACCESS_LOGGERS
     for name in _SERVER_ACCESS_LOGGERS:
+        # Nowhere to go, so that uvicorn (which asks) skips composing each line.
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -77,7 +78,7 @@ def logging_dict_config(level: str = "INFO") -> dict[str, Any]:
         },
         "root": {"handlers": ["stderr"], "level": level},
         "loggers": {
-            name: {"handlers": [], "propagate": True}
+            name: {"handlers": [], "propagate": name not in _SERVER_ACCESS_LOGGERS}
             | ({"level": "WARNING"} if name in _SERVER_ACCESS_LOGGERS else {})
             for name in _SERVER_LOGGERS
         },
