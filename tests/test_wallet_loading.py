@@ -1,6 +1,7 @@
 """Opening wallets: the lock and the read of their accounts and grants
-(`WalletRepository.lock_and_load_many`), which PostgreSQL runs as two
-statements sent together, as rows rather than ORM objects."""
+(`WalletRepository.lock_and_load_reading`), which PostgreSQL runs as two
+statements sent together, as rows rather than ORM objects, with the
+caller's own reads after them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 
 from billfold.api.context import AppContext
 from billfold.clock import FrozenClock
+from billfold.db.pipeline import Statement
 from billfold.wallets.models import Wallet
 from billfold.wallets.repository import WalletRepository
 from tests.conftest import Tenant
@@ -34,9 +36,14 @@ async def test_states_and_wallet_objects_are_as_the_database_holds_them(
         # Asked: acme's USD and EUR (which has no wallet) and other's USD.
         # The customers and assets asked also make (other, EUR), a wallet
         # nobody asked for: it is left out, as is the missing one.
-        wallets, accounts, grants = await repository.lock_and_load_many(
-            [key, (other.customer_id, "USD"), (wallet.customer_id, "EUR")]
+        count = Statement(
+            sa.text("SELECT count(*) FROM grants WHERE organization_id = :o"),
+            {"o": tenant.organization_id},
         )
+        wallets, accounts, grants, read = await repository.lock_and_load_reading(
+            [key, (other.customer_id, "USD"), (wallet.customer_id, "EUR")], [count]
+        )
+        assert read == [[(4,)]]  # the caller's read, after the lock
         # In lock order: (customer, asset), as every path takes them.
         assert [(w.customer_id, w.asset_code) for w in wallets] == sorted(
             [key, (other.customer_id, "USD")]
@@ -60,6 +67,8 @@ async def test_states_and_wallet_objects_are_as_the_database_holds_them(
             assert grant.created_at.tzinfo == UTC
             assert grant.effective_at.tzinfo == UTC
         mine.low_balance_state = "low"
+        # No wallet to lock: the reads run all the same.
+        assert (await repository.lock_and_load_reading([], [count]))[3] == [[(4,)]]
         await session.commit()
     async with ctx.sessions() as session:
         stored = await session.get(Wallet, (tenant.organization_id, wallet.customer_id, "USD"))
@@ -87,9 +96,9 @@ async def test_a_wallet_the_session_already_holds_is_refreshed_not_duplicated(
             )
             await elsewhere.commit()
         assert loaded.credit_limit_minor == 0
-        wallets, _, _ = await WalletRepository(session, tenant.organization_id).lock_and_load_many(
-            [(wallet.customer_id, "USD")]
-        )
+        wallets, _, _, _ = await WalletRepository(
+            session, tenant.organization_id
+        ).lock_and_load_reading([(wallet.customer_id, "USD")], ())
         assert wallets == [loaded]
         assert loaded.credit_limit_minor == 7  # as locked, not as first read
         await session.commit()

@@ -173,7 +173,7 @@ class WalletRepository:
         return await self.session.scalar(query)
 
     async def _sqlite_wallets(self, keys: Sequence[tuple[str, str]]) -> list[Wallet]:
-        """SQLite's `lock_and_load_many` wallets: its `BEGIN IMMEDIATE`
+        """SQLite's `lock_and_load_reading` wallets: its `BEGIN IMMEDIATE`
         already holds the database's one write lock."""
         wanted = set(keys)
         found = await self.session.scalars(
@@ -187,13 +187,6 @@ class WalletRepository:
             .execution_options(populate_existing=True)
         )
         return [w for w in found if (w.customer_id, w.asset_code) in wanted]
-
-    async def lock_and_load_many(
-        self, keys: Sequence[tuple[str, str]]
-    ) -> tuple[list[Wallet], dict[str, AccountState], dict[tuple[str, str], list[GrantState]]]:
-        """See `lock_and_load_reading`, which this is without its `reads`."""
-        wallets, accounts, grants, _ = await self.lock_and_load_reading(keys, ())
-        return wallets, accounts, grants
 
     async def lock_and_load_reading(
         self, keys: Sequence[tuple[str, str]], reads: Sequence[Statement]
