@@ -181,6 +181,7 @@ def _serve_gateway(host: str, port: int, workers: int, log_level: str) -> None:
         workers=workers,
         loop="uvloop",
         http="httptools",
+        ws="none",
         lifespan="on",
         log_config=logging_dict_config(log_level),
         log_level=log_level.lower(),
