@@ -424,7 +424,10 @@ class TestEstimates:
             hold = asyncio.create_task(
                 self.authorize(client, subscribed.customer_id, estimate=estimate)
             )
-            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
             for _ in range(500):
                 if await watcher.scalar(sa.text(waiting)):
                     break
