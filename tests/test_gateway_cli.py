@@ -154,6 +154,19 @@ def test_the_settler_process_does_not_outlive_a_killed_gateway(database_url: str
                 os.kill(child, signal.SIGKILL)
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_a_stopped_gateway_exits_after_its_settler(database_url: str) -> None:
+    with (
+        fake_upstream() as upstream,
+        gateway_process(database_url, "--upstream-openai", upstream.base_url) as (_, process),
+    ):
+        [settler] = [p for p in _children(process.pid) if "spawn_main" in _cmdline(p)]
+        process.terminate()
+        assert process.wait(30) == 0
+        # It stopped its settler (which ingests what is queued) and waited for it.
+        assert "spawn_main" not in _cmdline(settler)
+
+
 def test_the_gateway_command_needs_an_upstream(database_url: str) -> None:
     done = billfold(database_url, "gateway", "--port", str(free_port()))
     assert done.returncode != 0
